@@ -1,0 +1,3 @@
+"""valux: an actor-based concurrent trading engine on Ray."""
+
+__version__ = "0.1.0"

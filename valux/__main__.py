@@ -1,0 +1,3 @@
+from valux.main import main
+
+main()
