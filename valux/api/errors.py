@@ -1,0 +1,173 @@
+"""HTTP errors of the API: one ``web.HTTPException`` subclass per status.
+
+Handlers and helpers *raise* these (aiohttp house style); the error middleware
+in :mod:`valux.api.app` renders every one of them — and every
+:class:`valux.errors.ValuxError` the backend raises, and every exception
+nobody expected — into the single error body shape::
+
+    {"error": {"code": "INVALID_REQUEST", "message": "...",
+               "errors": [{"field": "...", "message": "..."}],
+               "request_id": "..."}}
+
+``errors`` is present only when there are field errors. The mapping from the
+shared error hierarchy to HTTP lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+from valux.errors import (
+    ConfigurationError,
+    Conflict,
+    FieldError,
+    InvalidRequest,
+    NotFound,
+    Unavailable,
+    ValuxError,
+)
+
+
+class ApiError(web.HTTPException):
+    """Base of every API error: a status, a stable machine ``code`` and a message.
+
+    The exception carries structured data rather than a pre-rendered body so
+    the middleware can add the request id when it renders it.
+    """
+
+    status_code = 500
+    default_code: ClassVar[str] = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        errors: Sequence[FieldError] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(headers=headers, reason=None, text=message)
+        self.code = code or self.default_code
+        self.message = message
+        self.errors = list(errors)
+        self.extra_headers = dict(headers or {})
+
+    def error_body(self, request_id: str | None) -> dict[str, Any]:
+        """The JSON error body for this error."""
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.errors:
+            err["errors"] = [e.as_dict() for e in self.errors]
+        if request_id is not None:
+            err["request_id"] = request_id
+        return {"error": err}
+
+
+class BadRequest(ApiError):
+    """400: the request is invalid; ``errors`` names each offending field."""
+
+    status_code = 400
+    default_code = "INVALID_REQUEST"
+
+
+class NotFoundError(ApiError):
+    """404: no such route, or the named resource does not exist."""
+
+    status_code = 404
+    default_code = "NOT_FOUND"
+
+
+class MethodNotAllowed(ApiError):
+    """405: the path exists but not with this method (``Allow`` says which)."""
+
+    status_code = 405
+    default_code = "METHOD_NOT_ALLOWED"
+
+
+class ConflictError(ApiError):
+    """409: the request clashes with the current state."""
+
+    status_code = 409
+    default_code = "CONFLICT"
+
+
+class PayloadTooLarge(ApiError):
+    """413: the body exceeds ``max_body_bytes``."""
+
+    status_code = 413
+    default_code = "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaType(ApiError):
+    """415: the body is not ``application/json``."""
+
+    status_code = 415
+    default_code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class Unprocessable(ApiError):
+    """422: well-formed, but the backend refused it for a domain reason."""
+
+    status_code = 422
+    default_code = "UNPROCESSABLE"
+
+
+class InternalError(ApiError):
+    """500: a bug. The body never carries details; the log does."""
+
+    status_code = 500
+    default_code = "INTERNAL"
+
+
+class ServiceUnavailable(ApiError):
+    """503: a dependency cannot serve the request now; retrying later may work."""
+
+    status_code = 503
+    default_code = "UNAVAILABLE"
+
+
+def from_valux_error(exc: ValuxError) -> ApiError:
+    """Map the shared error hierarchy onto HTTP (the only place that does)."""
+    if isinstance(exc, InvalidRequest):
+        return BadRequest(exc.message, errors=exc.errors)
+    if isinstance(exc, NotFound):
+        return NotFoundError(exc.message)
+    if isinstance(exc, Conflict):
+        return ConflictError(exc.message)
+    if isinstance(exc, Unavailable):
+        return ServiceUnavailable(exc.message)
+    if isinstance(exc, ConfigurationError):
+        # A config the backend refused (e.g. an agent config) is the caller's input.
+        return BadRequest(exc.message, code=exc.code)
+    return Unprocessable(exc.message, code=exc.code)
+
+
+_AIOHTTP_CODES: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    404: NotFoundError,
+    405: MethodNotAllowed,
+    409: ConflictError,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+    422: Unprocessable,
+    503: ServiceUnavailable,
+}
+
+
+def from_aiohttp_error(exc: web.HTTPException) -> ApiError:
+    """Re-shape an error aiohttp raised itself (unknown route, 405, body too big)."""
+    cls = _AIOHTTP_CODES.get(exc.status_code)
+    passthrough = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+    if cls is None:
+        cls = BadRequest if 400 <= exc.status_code < 500 else InternalError
+    if exc.status_code == 404:
+        message = "no such route"
+    elif exc.status_code == 405:
+        message = f"method not allowed; allowed: {passthrough.get('Allow', '')}"
+    elif exc.status_code == 413:
+        message = "request body too large"
+    else:
+        message = exc.reason
+    return cls(message, headers=passthrough)
