@@ -33,6 +33,7 @@ Contract (DESIGN.md, "Exactly once"):
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -128,20 +129,28 @@ class OrderStatus:
     """The venue's own reference for the attempt (Solana signature, EVM tx hash)."""
 
     @classmethod
-    def failed(cls, intent_id: str, reason: str, ts: float) -> OrderStatus:
-        return cls(intent_id=intent_id, state=OrderState.FAILED, reason=reason, ts=ts)
+    def failed(cls, intent_id: str, reason: str, ts: float | None = None) -> OrderStatus:
+        """A FAILED status; ``ts`` defaults to now."""
+        return cls(intent_id=intent_id, state=OrderState.FAILED, reason=reason, ts=_now(ts))
 
     @classmethod
-    def unknown(cls, intent_id: str, reason: str, ts: float) -> OrderStatus:
-        return cls(intent_id=intent_id, state=OrderState.UNKNOWN, reason=reason, ts=ts)
+    def unknown(cls, intent_id: str, reason: str, ts: float | None = None) -> OrderStatus:
+        """An UNKNOWN status (the caller must query ``status`` later); ``ts`` defaults to now."""
+        return cls(intent_id=intent_id, state=OrderState.UNKNOWN, reason=reason, ts=_now(ts))
 
     @classmethod
-    def pending(cls, intent_id: str, ts: float) -> OrderStatus:
-        return cls(intent_id=intent_id, state=OrderState.PENDING, ts=ts)
+    def pending(cls, intent_id: str, ts: float | None = None) -> OrderStatus:
+        """A PENDING status; ``ts`` defaults to now."""
+        return cls(intent_id=intent_id, state=OrderState.PENDING, ts=_now(ts))
 
     @classmethod
-    def not_found(cls, intent_id: str, ts: float) -> OrderStatus:
-        return cls(intent_id=intent_id, state=OrderState.NOT_FOUND, ts=ts)
+    def not_found(cls, intent_id: str, ts: float | None = None) -> OrderStatus:
+        """A NOT_FOUND status; ``ts`` defaults to now."""
+        return cls(intent_id=intent_id, state=OrderState.NOT_FOUND, ts=_now(ts))
+
+
+def _now(ts: float | None) -> float:
+    return time.time() if ts is None else ts
 
 
 Fill = OrderStatus
