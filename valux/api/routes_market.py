@@ -37,7 +37,7 @@ ROUTES = [
     Route("POST", "/api/v1/feeds/manual/ticks", push_manual_ticks, "pushManualTicks",
           "Push price ticks into the manual feed", "prices",
           {202: Reply("The ticks were handed to the manual feed.", model=AcceptedOut)},
-          body=TicksIn,
+          body=TicksIn, errors=(404,),
           description="Served only when `feeds.manual.enabled` is true "
                       "(`VALUX_FEEDS__MANUAL__ENABLED=true`); otherwise 404 "
                       "`MANUAL_FEED_DISABLED`. `ts` defaults to the server's clock; "

@@ -6,6 +6,8 @@ strings, ``valux.errors`` on failure) closely enough to exercise every route.
 It is *not* the engine: there are no rules, no journal and no actors. The
 integrator's tests run the same routes against the real backend.
 
+:func:`api_client` serves an app over a backend on a local port for a test.
+
 Tests inject failures with :attr:`FakeBackend.fail`, e.g.
 ``fake.fail["get_agent"] = Unavailable("agent host down")``.
 """
@@ -13,13 +15,17 @@ Tests inject failures with :attr:`FakeBackend.fail`, e.g.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.metrics_core import GaugeMetricFamily
 
-from valux.api.backend import SignalIn, Tick
+from valux.api.app import create_app
+from valux.api.backend import Backend, SignalIn, Tick
 from valux.errors import Conflict, NotFound
 
 DEFAULT_SIZE = Decimal("0.1")
@@ -276,3 +282,17 @@ class FakeBackend:
     async def actor_metrics(self) -> list[Any]:
         self._enter("actor_metrics")
         return list(self.metric_families)
+
+
+@asynccontextmanager
+async def api_client(
+    backend: Backend, *, redis_url: str | None = None, **options: Any
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """A test client of ``create_app(backend, redis_url=..., **options)`` on a free port."""
+    app = create_app(backend, redis_url=redis_url, **options)
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+if TYPE_CHECKING:
+    _static_check: Backend = FakeBackend()  # mypy proves the fake satisfies the protocol
