@@ -400,6 +400,15 @@ class Settings(_Section):
     def _expand(cls, value: Any) -> Any:
         return _expand_user(value)
 
+    def __eq__(self, other: object) -> bool:
+        """Equal when every setting is equal, wherever the values came from."""
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.__dict__.values()))
+
     def source_of(self, key: str) -> str:
         """Where the value of the dotted ``key`` came from: ``env DATABASE_URL``, ``default``…"""
         return _source_for(self._sources, tuple(key.split(".")))
