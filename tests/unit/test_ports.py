@@ -34,9 +34,7 @@ def test_taken_port_gives_one_line_with_port_who_and_setting(listening: socket.s
     who wanted it, the setting and its environment variable, and the alternative."""
     port = listening.getsockname()[1]
     with pytest.raises(PortInUseError) as info:
-        ensure_port_free(
-            "127.0.0.1", port, who=RAY_HEAD, setting="ray.local_port", hint=RAY_HINT
-        )
+        ensure_port_free("127.0.0.1", port, who=RAY_HEAD, setting="ray.local_port", hint=RAY_HINT)
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"port {port} on 127.0.0.1 is already in use (")
@@ -52,7 +50,8 @@ def test_taken_port_gives_one_line_with_port_who_and_setting(listening: socket.s
 def test_wildcard_host_conflicts_with_a_loopback_listener(listening: socket.socket) -> None:
     """Checking 0.0.0.0 detects a listener on 127.0.0.1 of the same port."""
     port = listening.getsockname()[1]
-    with pytest.raises(PortInUseError, match=re.escape(f"port {port} on 0.0.0.0 is already in use")):
+    expected = re.escape(f"port {port} on 0.0.0.0 is already in use")
+    with pytest.raises(PortInUseError, match=expected):
         ensure_port_free("0.0.0.0", port, who="the API", setting="api.port")
 
 
