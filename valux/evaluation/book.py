@@ -1,0 +1,772 @@
+"""The armed-position book: vectorised stop-loss evaluation over price-tick batches.
+
+A StopLossEvaluator actor owns every armed position of a set of tokens in one
+:class:`ArmedBook` and feeds it tick batches. The book decides, for every
+(position, tick), exactly what :func:`valux.rules.stop_loss.evaluate_stop`
+decides — same triggers, same persisted peaks and percentages, bit for bit —
+but with numpy over all positions of a token and no Python loop over positions
+on the common path (DESIGN.md, "Hot paths").
+
+Contracts
+---------
+- **Exactness.** For each tick the book emits an :class:`ExitTrigger` exactly
+  when ``evaluate_stop(...).triggered`` and a :class:`StopUpdate` exactly when
+  ``evaluate_stop(...).updated`` (SL-12), with the stored state as input, and
+  stores ``peak``/``stop_pct`` only when updated (what the reference persists
+  is what the next evaluation reads). Every emitted number comes either from
+  ``evaluate_stop`` itself or from stored values.
+- **Exactly-once exits.** A triggered position is *exiting*: it is not
+  evaluated again until :meth:`ArmedBook.release` (its sale failed) or
+  :meth:`ArmedBook.disarm`. Re-arming an exiting position refreshes its state
+  but keeps it exiting (a re-arm is not a release).
+- **Order.** Ticks are applied in the order given; several ticks of one token
+  in a batch are each evaluated (the ratchet sees every tick, a trigger on one
+  tick fires even if the next recovers).
+- **Idempotent arm.** Arming an id again replaces it; its state is taken from
+  the argument (SL-1 when both ``peak`` and ``stop_pct`` are ``None``).
+- **Tick validation.** Ticks whose price is not finite or not > 0 are counted
+  in ``BatchResult.rejected`` and ignored (feeds already guarantee this; for
+  NaN and +inf it is also what the reference does: no trigger, no write).
+- **No I/O.** Pure in-memory; the actor journals the returned updates.
+
+Vectorisation (why the fast path is exact)
+-----------------------------------------
+Per token, positions live in slots of contiguous arrays (purchase, stored
+peak, stored pct, cached stop price, two *gates*, params id, state, exiting),
+grown by doubling, removed by swap-remove, with an id → slot dict. The
+stop-loss parameters are interned in a small :class:`_ParamTable` (default,
+mode code, custom levels as padded 2-D arrays), so a slot only carries an id.
+
+For a settled position with stored peak ``P`` and stored percentage ``s`` we
+keep the invariant ``target(peak_change(P)) ≤ s`` ("R0"; true after every
+update, since then ``s = max(target, previous)``, and checked once after arm).
+At a tick ``p``:
+
+1. ``p ≤ P``: the evaluation's peak is ``P``, so by R0 there is no ratchet and
+   no peak write; the only possible event is the trigger ``p ≤ stop price``,
+   and the stop price is the cached double ``purchase × (1 + s/100)`` —
+   the same IEEE operations as the scalar rule. Exact.
+2. ``p > P`` (``gate_hi`` crossed): the *kernel* decides, for these slots
+   only, whether anything can happen: the peak moved by more than 0.0001
+   (exact float test, as SL-12), or the target at the new peak *might*
+   exceed ``s``. It computes the peak change in float64,
+   ``c_f = (p − q)/q × 100``, which differs from the decimal SL-2 value
+   ``c_d`` by at most ``7e-16 × (100 + |c|)`` (0.5 ulp from seeding each
+   operand from its shortest string, three float roundings, 20-digit decimal
+   roundings, one conversion). With ``tol_c = 1e-12 × (100 + |c|)``:
+
+   - if ``c_f`` is within ``tol_c`` of a branch point of the slot's mode
+     (0; 20 in every trailing mode; 25/50/100/200 for zones; 85 for the
+     exponential acceleration branch; each custom level's change) the slot
+     drops to scalar code;
+   - otherwise ``c_d`` lies in the same branch, where the target is either
+     exact (default, custom level stop) and compared with ``>``, or an
+     arithmetic value with Lipschitz constant ≤ 3 in ``c`` (fixed: 1,
+     zones: ≤ 0.85, exponential: < 3), evaluated with at most a few ulps of
+     error; it is compared as ``target_f ≥ s − tol_t`` with
+     ``tol_t = 1e-11 × (100 + |c|)`` — far above ``3 × 7e-16 × (100 + |c|)``
+     plus the evaluation error. A value ≤ ``tol_t`` (the "value ≤ 0 →
+     default" rule, SL-5.4) also drops to scalar.
+
+   So the kernel can only err towards "maybe", never miss a ratchet.
+3. Every slot the kernel flags (and every slot whose state has a ``None``)
+   is evaluated with the scalar :func:`evaluate_stop` on the decimal path,
+   and its result is applied and emitted as is.
+
+Gates make step 1 two comparisons per tick: ``gate_lo`` is the stop price
+(``-inf`` when the slot cannot trigger on the fast path) and ``gate_hi`` the
+stored peak (``-inf`` to force the kernel, ``+inf`` for inert or exiting
+slots). A per-token cached ``min(gate_hi)`` / ``max(gate_lo)`` makes a tick
+that crosses no gate O(1).
+
+Room for more exit rules: take-profit, DCA and stale-trade are further
+columns of :class:`_TokenBook` with their own gate pairs (a TP target price,
+a DCA drop price, a stale-trade age/profit window) feeding the same
+"crossed → scalar rule" pattern; they are not built here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from valux.rules.stop_loss import (
+    MIN_PURCHASE_PRICE,
+    PEAK_PERSIST_THRESHOLD,
+    TRAILING_THRESHOLD,
+    ZONE_BOUNDS,
+    ZONE_TOP_KEEP,
+    StopLossParams,
+    evaluate_stop,
+    initial_stop,
+)
+
+__all__ = [
+    "ArmedBook",
+    "ArmedPosition",
+    "BatchResult",
+    "ExitTrigger",
+    "StopUpdate",
+]
+
+F64 = NDArray[np.float64]
+I32 = NDArray[np.int32]
+I8 = NDArray[np.int8]
+B = NDArray[np.bool_]
+IDX = NDArray[np.intp]
+
+STOP_LOSS_REASON: Final = "stop_loss"
+
+# Slot states.
+_SETTLED: Final = 0  # R0 holds: p ≤ peak can only trigger
+_PENDING: Final = 1  # R0 not yet established: always through the kernel
+_FORCE: Final = 2  # stored peak or pct is None: always scalar
+_INERT: Final = 3  # disabled (SL-14) or purchase guarded (SL-3): never acts
+
+# Mode codes of the param table.
+_FIXED: Final = 0
+_EXPONENTIAL: Final = 1
+_ZONES: Final = 2
+_CUSTOM: Final = 3
+_DEFAULT_ONLY: Final = 4  # unknown mode (SL-5.2)
+_MODE_CODES: Final[dict[str, int]] = {
+    "": _FIXED,  # SL-5.2: a missing mode means fixed
+    "fixed": _FIXED,
+    "exponential": _EXPONENTIAL,
+    "zones": _ZONES,
+    "custom": _CUSTOM,
+}
+
+# Tolerances of the kernel (module docstring): both ≥ 1000× the error bounds.
+_TOL_C: Final = 1e-12
+_TOL_T: Final = 1e-11
+_C_MAX: Final = 1e300  # |c_f| beyond this (or NaN) → scalar (decimal may overflow)
+
+_ZONE_EDGES: Final = (TRAILING_THRESHOLD, *(b for b, _ in ZONE_BOUNDS))
+_EXP_EDGES: Final = (TRAILING_THRESHOLD, TRAILING_THRESHOLD + 65.0)
+
+_INF: Final = math.inf
+
+
+def _finite(x: float) -> bool:
+    return not (math.isinf(x) or math.isnan(x))
+
+
+@dataclass(frozen=True, slots=True)
+class ArmedPosition:
+    """One open position as the evaluator arms it.
+
+    ``peak`` and ``stop_pct`` are the stored stop-loss state (restored from
+    the journal); both ``None`` means a fresh position and SL-1 applies.
+    Non-finite prices or state are rejected (``ValueError``): the journal
+    never stores them, so seeing one is a bug upstream.
+    """
+
+    position_id: str
+    agent_id: str
+    host: int
+    token: str
+    purchase_price: float
+    stop: StopLossParams
+    peak: float | None = None
+    stop_pct: float | None = None
+
+    def __post_init__(self) -> None:
+        if not _finite(self.purchase_price):
+            raise ValueError(f"{self.position_id}: purchase_price must be finite")
+        for name in ("peak", "stop_pct"):
+            value = getattr(self, name)
+            if value is not None and not _finite(value):
+                raise ValueError(f"{self.position_id}: {name} must be finite or None")
+        if not _finite(self.stop.default_percentage) or not all(
+            _finite(c) and _finite(s) for c, s in self.stop.trailing_levels
+        ):
+            raise ValueError(f"{self.position_id}: stop-loss parameters must be finite")
+
+
+@dataclass(frozen=True, slots=True)
+class ExitTrigger:
+    """SL-11/SL-15: sell the whole position now (reason ``stop_loss``)."""
+
+    position_id: str
+    agent_id: str
+    host: int
+    token: str
+    reason: str
+    price: float
+    ts: float
+    stop_pct: float
+    stop_price: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopUpdate:
+    """SL-12: persist this peak and percentage (emitted exactly when ``updated``)."""
+
+    position_id: str
+    agent_id: str
+    host: int
+    token: str
+    peak: float
+    stop_pct: float
+    ts: float
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one tick batch produced.
+
+    ``evaluated`` counts (live position, tick) evaluations; ``fallbacks`` how
+    many of them ran the scalar rules; ``rejected`` the ticks ignored as
+    invalid.
+    """
+
+    triggers: list[ExitTrigger] = field(default_factory=list)
+    updates: list[StopUpdate] = field(default_factory=list)
+    evaluated: int = 0
+    fallbacks: int = 0
+    rejected: int = 0
+
+
+class _ParamTable:
+    """Interned :class:`StopLossParams`, as arrays indexed by a params id.
+
+    Custom levels are sorted ascending by ``(change, -input index)`` and padded
+    with ``+inf`` changes, so the matching levels of a change are a prefix and
+    the last of them is the reference's choice (largest change, earliest on a
+    tie). Ids are reference-counted and reused.
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[StopLossParams, int] = {}
+        self._params: list[StopLossParams | None] = []
+        self._refs: list[int] = []
+        self._free: list[int] = []
+        self._last: tuple[StopLossParams, int] | None = None
+        self.default: F64 = np.zeros(8)
+        self.mode: I8 = np.zeros(8, dtype=np.int8)
+        self.lvl_change: F64 = np.full((8, 1), _INF)
+        self.lvl_stop: F64 = np.zeros((8, 1))
+
+    def params(self, pid: int) -> StopLossParams:
+        p = self._params[pid]
+        assert p is not None
+        return p
+
+    def acquire(self, params: StopLossParams) -> int:
+        last = self._last
+        if last is not None and last[0] is params:  # same object: skip hashing
+            pid = last[1]
+        else:
+            found = self._ids.get(params)
+            pid = self._add(params) if found is None else found
+            self._last = (params, pid)
+        self._refs[pid] += 1
+        return pid
+
+    def release(self, pid: int) -> None:
+        self._refs[pid] -= 1
+        if self._refs[pid] == 0:
+            params = self._params[pid]
+            assert params is not None
+            del self._ids[params]
+            self._params[pid] = None
+            self._free.append(pid)
+            if self._last is not None and self._last[1] == pid:
+                self._last = None
+
+    def _add(self, params: StopLossParams) -> int:
+        if self._free:
+            pid = self._free.pop()
+        else:
+            pid = len(self._params)
+            self._params.append(None)
+            self._refs.append(0)
+            if pid >= self.default.shape[0]:
+                self._grow_rows(2 * self.default.shape[0])
+        levels = params.trailing_levels
+        if len(levels) > self.lvl_change.shape[1]:
+            self._grow_cols(len(levels))
+        self._params[pid] = params
+        self._ids[params] = pid
+        self.default[pid] = params.default_percentage
+        self.mode[pid] = _MODE_CODES.get(params.mode, _DEFAULT_ONLY)
+        order = sorted(range(len(levels)), key=lambda i: (levels[i][0], -i))
+        self.lvl_change[pid, :] = _INF
+        self.lvl_stop[pid, :] = 0.0
+        for col, i in enumerate(order):
+            self.lvl_change[pid, col] = levels[i][0]
+            self.lvl_stop[pid, col] = levels[i][1]
+        return pid
+
+    def _grow_rows(self, rows: int) -> None:
+        k = self.lvl_change.shape[1]
+        self.default = np.concatenate([self.default, np.zeros(rows - self.default.shape[0])])
+        self.mode = np.concatenate([self.mode, np.zeros(rows - self.mode.shape[0], np.int8)])
+        extra = rows - self.lvl_change.shape[0]
+        self.lvl_change = np.vstack([self.lvl_change, np.full((extra, k), _INF)])
+        self.lvl_stop = np.vstack([self.lvl_stop, np.zeros((extra, k))])
+
+    def _grow_cols(self, k: int) -> None:
+        rows, old = self.lvl_change.shape
+        self.lvl_change = np.hstack([self.lvl_change, np.full((rows, k - old), _INF)])
+        self.lvl_stop = np.hstack([self.lvl_stop, np.zeros((rows, k - old))])
+
+    def targets(self, pid: I32, c: F64, tol_c: F64, tol_t: F64) -> tuple[F64, B, B]:
+        """Approximate SL-5 targets of changes ``c`` for params ``pid``.
+
+        Returns ``(target, arith, near)``: ``target`` is exact where ``arith``
+        is false (default or a custom level's stop) and within the kernel's
+        error bound where it is true; ``near`` flags changes within ``tol_c``
+        of a branch point, or arithmetic values ≤ ``tol_t``.
+        """
+        mode = self.mode[pid]
+        target = self.default[pid]  # fancy indexing: a fresh copy
+        arith = np.zeros(c.shape[0], dtype=np.bool_)
+        near = np.abs(c) <= tol_c
+
+        j = np.flatnonzero(mode == _FIXED)
+        if j.size:
+            cj = c[j]
+            near[j] |= np.abs(cj - TRAILING_THRESHOLD) <= tol_c[j]
+            on = cj >= TRAILING_THRESHOLD
+            target[j] = np.where(on, cj - 10.0, target[j])
+            arith[j] = on
+
+        j = np.flatnonzero(mode == _ZONES)
+        if j.size:
+            cj = c[j]
+            tj = tol_c[j]
+            for edge in _ZONE_EDGES:
+                near[j] |= np.abs(cj - edge) <= tj
+            on = cj >= TRAILING_THRESHOLD
+            keep = np.full(cj.shape[0], ZONE_TOP_KEEP)
+            for bound, k in reversed(ZONE_BOUNDS):
+                keep[cj <= bound] = k
+            target[j] = np.where(on, cj * keep, target[j])
+            arith[j] = on
+
+        j = np.flatnonzero(mode == _EXPONENTIAL)
+        if j.size:
+            cj = c[j]
+            tj = tol_c[j]
+            for edge in _EXP_EDGES:
+                near[j] |= np.abs(cj - edge) <= tj
+            on = cj > TRAILING_THRESHOLD
+            target[j] = np.where(on, _exponential_value(cj), target[j])
+            arith[j] = on
+
+        j = np.flatnonzero(mode == _CUSTOM)
+        if j.size:
+            cj = c[j]
+            pj = pid[j]
+            lc = self.lvl_change[pj]
+            near[j] |= (np.abs(lc - cj[:, None]) <= tol_c[j][:, None]).any(axis=1)
+            count = (lc <= cj[:, None]).sum(axis=1)
+            stop = self.lvl_stop[pj, np.maximum(count - 1, 0)]
+            on = (count > 0) & (cj >= 0)
+            chosen = np.where(stop > 0, stop, target[j])  # SL-5.4 for a level's stop
+            target[j] = np.where(on, chosen, target[j])
+
+        near |= arith & (target <= tol_t)
+        return target, arith, near
+
+
+def _exponential_value(c: F64) -> F64:
+    """SL-7's value (without the ≤ 20 branch), vectorised; approximate exp."""
+    x = c - TRAILING_THRESHOLD
+    base = 1.0 - np.exp(-x / (100 / 3.2))
+    y = (x - 55.0) / 8.0
+    keep = np.clip(base - 0.12 * np.exp(-(y * y) / 2.0), 0.0, 0.90)
+    accel = np.minimum(0.90, keep + 0.30 * (1.0 - np.exp(-(x - 65.0) / 80.0)))
+    keep = np.where(x > 65.0, accel, keep)
+    out: F64 = c * keep
+    return out
+
+
+class _TokenBook:
+    """The armed positions of one token, as slot-indexed columns."""
+
+    _COLUMNS: Final = (
+        "purchase",
+        "peak",
+        "pct",
+        "stop_px",
+        "gate_lo",
+        "gate_hi",
+        "pid",
+        "state",
+        "exiting",
+    )
+
+    def __init__(self, token: str, capacity: int = 16) -> None:
+        self.token = token
+        self.n = 0
+        self.live = 0  # slots neither inert nor exiting
+        self.purchase: F64 = np.empty(capacity)
+        self.peak: F64 = np.empty(capacity)  # stored peak, NaN = None
+        self.pct: F64 = np.empty(capacity)  # stored stop pct, NaN = None
+        self.stop_px: F64 = np.empty(capacity)  # SL-11 price of the stored pct
+        self.gate_lo: F64 = np.empty(capacity)
+        self.gate_hi: F64 = np.empty(capacity)
+        self.pid: I32 = np.empty(capacity, dtype=np.int32)
+        self.state: I8 = np.empty(capacity, dtype=np.int8)
+        self.exiting: B = np.empty(capacity, dtype=np.bool_)
+        self.ids: list[str] = []
+        self.meta: list[ArmedPosition] = []
+        self.slot_of: dict[str, int] = {}
+        self.min_hi = -_INF
+        self.max_lo = _INF
+        self.bounds_stale = True
+
+    def reserve(self, extra: int) -> None:
+        need = self.n + extra
+        cap = self.purchase.shape[0]
+        if need <= cap:
+            return
+        while cap < need:
+            cap *= 2
+        for name in self._COLUMNS:
+            old: NDArray[Any] = getattr(self, name)
+            new = np.empty(cap, dtype=old.dtype)
+            new[: self.n] = old[: self.n]
+            setattr(self, name, new)
+
+    def swap_remove(self, slot: int) -> None:
+        last = self.n - 1
+        if slot != last:
+            for name in self._COLUMNS:
+                col: NDArray[Any] = getattr(self, name)
+                col[slot] = col[last]
+            moved = self.ids[last]
+            self.ids[slot] = moved
+            self.meta[slot] = self.meta[last]
+            self.slot_of[moved] = slot
+        self.ids.pop()
+        self.meta.pop()
+        self.n = last
+        self.bounds_stale = True
+
+    def refresh_gates(self, slots: IDX) -> None:
+        """Recompute gates of ``slots`` from state (see the module docstring)."""
+        st = self.state[slots]
+        ex = self.exiting[slots]
+        evaluable = ~ex & ((st == _SETTLED) | (st == _PENDING))
+        self.gate_lo[slots] = np.where(evaluable, self.stop_px[slots], -_INF)
+        off = ex | (st == _INERT)
+        self.gate_hi[slots] = np.where(off, _INF, np.where(st == _SETTLED, self.peak[slots], -_INF))
+        self.bounds_stale = True
+
+
+class ArmedBook:
+    """All armed positions of an evaluator, by token (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._books: dict[str, _TokenBook] = {}
+        self._token_of: dict[str, str] = {}
+        self._params = _ParamTable()
+        self._last: dict[str, tuple[float, float]] = {}
+
+    # -- queries ----------------------------------------------------------------
+
+    def armed_count(self) -> int:
+        return len(self._token_of)
+
+    def tokens(self) -> list[str]:
+        return list(self._books)
+
+    def is_armed(self, position_id: str) -> bool:
+        return position_id in self._token_of
+
+    def is_exiting(self, position_id: str) -> bool:
+        """Whether the position triggered and awaits :meth:`release` or :meth:`disarm`."""
+        token = self._token_of.get(position_id)
+        if token is None:
+            return False
+        tb = self._books[token]
+        return bool(tb.exiting[tb.slot_of[position_id]])
+
+    def last_price(self, token: str) -> tuple[float, float] | None:
+        """``(price, ts)`` of the last valid tick seen for ``token``."""
+        return self._last.get(token)
+
+    def state(self, position_id: str) -> ArmedPosition | None:
+        """The position with its current stored ``peak`` and ``stop_pct``."""
+        token = self._token_of.get(position_id)
+        if token is None:
+            return None
+        tb = self._books[token]
+        slot = tb.slot_of[position_id]
+        peak = float(tb.peak[slot])
+        pct = float(tb.pct[slot])
+        return replace(
+            tb.meta[slot],
+            peak=None if math.isnan(peak) else peak,
+            stop_pct=None if math.isnan(pct) else pct,
+        )
+
+    # -- arming -----------------------------------------------------------------
+
+    def arm(self, positions: Iterable[ArmedPosition]) -> None:
+        """Arm (or re-arm, replacing) positions; the last of duplicate ids wins."""
+        latest: dict[str, ArmedPosition] = {}
+        for pos in positions:
+            latest.pop(pos.position_id, None)
+            latest[pos.position_id] = pos
+        by_token: dict[str, list[tuple[ArmedPosition, bool]]] = {}
+        for pos in latest.values():
+            exiting = False
+            old_token = self._token_of.get(pos.position_id)
+            if old_token is not None:
+                old = self._books[old_token]
+                exiting = bool(old.exiting[old.slot_of[pos.position_id]])
+                self._remove(pos.position_id)
+            by_token.setdefault(pos.token, []).append((pos, exiting))
+        for token, items in by_token.items():
+            self._append(token, items)
+
+    def _append(self, token: str, items: list[tuple[ArmedPosition, bool]]) -> None:
+        tb = self._books.get(token)
+        if tb is None:
+            tb = self._books[token] = _TokenBook(token)
+        k = len(items)
+        tb.reserve(k)
+        start = tb.n
+        nan = math.nan
+        purchase: list[float] = []
+        peak: list[float] = []
+        pct: list[float] = []
+        pid: list[int] = []
+        state: list[int] = []
+        exiting: list[bool] = []
+        acquire = self._params.acquire
+        for pos, ex in items:
+            params = pos.stop
+            q = pos.purchase_price
+            p, s = pos.peak, pos.stop_pct
+            if p is None and s is None:
+                s, p = initial_stop(q, params)  # SL-1
+            purchase.append(q)
+            peak.append(nan if p is None else p)
+            pct.append(nan if s is None else s)
+            pid.append(acquire(params))
+            if not params.enabled or q == 0 or q < MIN_PURCHASE_PRICE:
+                state.append(_INERT)  # SL-14 / SL-3: evaluate_stop never acts
+            elif p is None or s is None:
+                state.append(_FORCE)
+            else:
+                state.append(_PENDING)
+            exiting.append(ex)
+            tb.slot_of[pos.position_id] = start + len(tb.ids)
+            tb.ids.append(pos.position_id)
+            tb.meta.append(pos)
+            self._token_of[pos.position_id] = token
+        sl = slice(start, start + k)
+        tb.purchase[sl] = purchase
+        tb.peak[sl] = peak
+        tb.pct[sl] = pct
+        tb.pid[sl] = pid
+        tb.state[sl] = state
+        tb.exiting[sl] = exiting
+        with np.errstate(all="ignore"):
+            tb.stop_px[sl] = tb.purchase[sl] * (1 + tb.pct[sl] / 100)  # SL-11, as scalar
+        tb.n = start + k
+        tb.live += sum(1 for st, ex in zip(state, exiting, strict=True) if st != _INERT and not ex)
+        tb.refresh_gates(np.arange(start, start + k))
+
+    def disarm(self, position_ids: Iterable[str]) -> int:
+        """Forget positions (closed elsewhere); returns how many were armed."""
+        removed = 0
+        for position_id in position_ids:
+            if position_id in self._token_of:
+                self._remove(position_id)
+                removed += 1
+        return removed
+
+    def _remove(self, position_id: str) -> None:
+        token = self._token_of.pop(position_id)
+        tb = self._books[token]
+        slot = tb.slot_of.pop(position_id)
+        if tb.state[slot] != _INERT and not tb.exiting[slot]:
+            tb.live -= 1
+        self._params.release(int(tb.pid[slot]))
+        tb.swap_remove(slot)
+        if tb.n == 0:
+            del self._books[token]
+
+    def release(self, position_ids: Iterable[str]) -> None:
+        """Make exiting positions live again (their sale failed). Others: no-op."""
+        for position_id in position_ids:
+            token = self._token_of.get(position_id)
+            if token is None:
+                continue
+            tb = self._books[token]
+            slot = tb.slot_of[position_id]
+            if tb.exiting[slot]:
+                tb.exiting[slot] = False
+                if tb.state[slot] != _INERT:
+                    tb.live += 1
+                tb.refresh_gates(np.array([slot], dtype=np.intp))
+
+    # -- evaluation -------------------------------------------------------------
+
+    def on_ticks(self, ticks: Sequence[tuple[str, float, float]]) -> BatchResult:
+        """Evaluate a batch of ``(token, price, ts)`` ticks, in order."""
+        out = BatchResult()
+        for token, raw_price, ts in ticks:
+            price = float(raw_price)
+            if not (_finite(price) and price > 0):
+                out.rejected += 1
+                continue
+            self._last[token] = (price, ts)
+            tb = self._books.get(token)
+            if tb is None or tb.live == 0:
+                continue
+            out.evaluated += tb.live
+            self._tick(tb, price, ts, out)
+        return out
+
+    def _tick(self, tb: _TokenBook, price: float, ts: float, out: BatchResult) -> None:
+        n = tb.n
+        if tb.bounds_stale:
+            tb.min_hi = float(tb.gate_hi[:n].min())
+            tb.max_lo = float(tb.gate_lo[:n].max())
+            tb.bounds_stale = False
+        if not (price > tb.min_hi or price <= tb.max_lo):
+            return  # no gate crossed: nothing can happen (module docstring, step 1)
+
+        hi = np.flatnonzero(tb.gate_hi[:n] < price)
+        lo = np.flatnonzero(tb.gate_lo[:n] >= price)
+        if hi.size:
+            cand_mask, settle = self._kernel(tb, hi, price)
+            if settle.size:
+                tb.state[settle] = _SETTLED
+                tb.gate_hi[settle] = tb.peak[settle]
+                tb.bounds_stale = True
+            cand = hi[cand_mask]
+            if cand.size:
+                self._scalar(tb, cand, price, ts, out)
+                if lo.size:
+                    lo = lo[np.isin(lo, cand, assume_unique=True, invert=True)]
+        if lo.size:
+            self._direct_triggers(tb, lo, price, ts, out)
+
+    def _kernel(self, tb: _TokenBook, idx: IDX, price: float) -> tuple[B, IDX]:
+        """Which of ``idx`` (price above ``gate_hi``) need the scalar rules.
+
+        Returns the candidate mask and the pending slots proven settled (no
+        candidate at their own stored peak).
+        """
+        with np.errstate(all="ignore"):
+            q = tb.purchase[idx]
+            p0 = tb.peak[idx]
+            cur = tb.pct[idx]
+            st = tb.state[idx]
+            peak = np.maximum(p0, price)
+            cand = (st == _FORCE) | ((peak - p0) > PEAK_PERSIST_THRESHOLD)
+            c = (peak - q) / q * 100.0
+            ac = np.abs(c)
+            cand |= ~(ac < _C_MAX)
+            base = 100.0 + ac
+            tol_c = base * _TOL_C
+            tol_t = base * _TOL_T
+            target, arith, near = self._params.targets(tb.pid[idx], c, tol_c, tol_t)
+            cand |= near
+            cand |= np.where(arith, target >= cur - tol_t, target > cur)
+            settle = idx[~cand & (st == _PENDING) & (price <= p0)]
+        return cand, settle
+
+    def _scalar(
+        self, tb: _TokenBook, slots: IDX, price: float, ts: float, out: BatchResult
+    ) -> None:
+        """Run :func:`evaluate_stop` on ``slots`` and apply its decisions."""
+        out.fallbacks += int(slots.size)
+        params_of = self._params.params
+        token = tb.token
+        changed: list[int] = []
+        for slot, q, p0, s0, st, pid in zip(
+            slots.tolist(),
+            tb.purchase[slots].tolist(),
+            tb.peak[slots].tolist(),
+            tb.pct[slots].tolist(),
+            tb.state[slots].tolist(),
+            tb.pid[slots].tolist(),
+            strict=True,
+        ):
+            stored_peak = None if math.isnan(p0) else p0
+            stored_pct = None if math.isnan(s0) else s0
+            d = evaluate_stop(
+                purchase_price=q,
+                stored_peak=stored_peak,
+                stored_pct=stored_pct,
+                price=price,
+                params=params_of(pid),
+            )
+            meta = tb.meta[slot]
+            if d.updated:
+                assert d.peak is not None and d.stop_pct is not None
+                assert d.stop_price is not None
+                tb.peak[slot] = d.peak
+                tb.pct[slot] = d.stop_pct
+                tb.stop_px[slot] = d.stop_price
+                tb.state[slot] = _SETTLED
+                changed.append(slot)
+                out.updates.append(
+                    StopUpdate(
+                        meta.position_id, meta.agent_id, meta.host, token, d.peak, d.stop_pct, ts
+                    )
+                )
+            elif st == _PENDING and not price > p0:
+                tb.state[slot] = _SETTLED  # evaluated at its own stored peak: R0 holds
+                changed.append(slot)
+            if d.triggered:
+                assert d.stop_pct is not None and d.stop_price is not None
+                tb.exiting[slot] = True
+                tb.live -= 1
+                changed.append(slot)
+                out.triggers.append(
+                    ExitTrigger(
+                        meta.position_id,
+                        meta.agent_id,
+                        meta.host,
+                        token,
+                        STOP_LOSS_REASON,
+                        price,
+                        ts,
+                        d.stop_pct,
+                        d.stop_price,
+                    )
+                )
+        if changed:
+            tb.refresh_gates(np.array(changed, dtype=np.intp))
+
+    def _direct_triggers(
+        self, tb: _TokenBook, slots: IDX, price: float, ts: float, out: BatchResult
+    ) -> None:
+        """Trigger settled slots at or below their cached stop price (step 1)."""
+        token = tb.token
+        for slot, pct, px in zip(
+            slots.tolist(), tb.pct[slots].tolist(), tb.stop_px[slots].tolist(), strict=True
+        ):
+            meta = tb.meta[slot]
+            out.triggers.append(
+                ExitTrigger(
+                    meta.position_id,
+                    meta.agent_id,
+                    meta.host,
+                    token,
+                    STOP_LOSS_REASON,
+                    price,
+                    ts,
+                    pct,
+                    px,
+                )
+            )
+        tb.exiting[slots] = True
+        tb.live -= int(slots.size)
+        tb.refresh_gates(slots)
