@@ -69,6 +69,7 @@ __all__ = [
     "EmbeddedRedis",
     "resolve_database_url",
     "resolve_redis_url",
+    "stop_embedded",
 ]
 
 DATABASE_NAME: Final = "valux"
@@ -394,3 +395,20 @@ def resolve_redis_url(settings: Settings) -> tuple[str, str]:
         server = _redis.setdefault(data_dir, EmbeddedRedis(data_dir))
     url = server.start()
     return url, server.description
+
+
+def stop_embedded(settings: Settings, *, postgres: bool = True) -> None:
+    """Stop the embedded servers under ``settings.data_dir`` (valux's stop command).
+
+    Stops the embedded Redis this process started through :func:`resolve_redis_url`
+    (if any) and, unless ``postgres=False``, the embedded PostgreSQL under the data
+    directory, whichever process started it. Servers given by URL are not touched.
+    """
+    data_dir = settings.data_dir.expanduser()
+    with _registry_lock:
+        redis_server = _redis.pop(data_dir, None)
+        pg_server = _postgres.pop(data_dir, None)
+    if redis_server is not None and settings.redis.url is None:
+        redis_server.stop()
+    if postgres and settings.database.url is None:
+        (pg_server or EmbeddedPostgres(data_dir)).stop()
