@@ -380,3 +380,14 @@ def test_settings_pickle_with_their_sources() -> None:
     assert copy == s
     assert isinstance(copy, Settings)
     assert copy.source_of("api.port") == "env VALUX_API__PORT"
+
+
+def test_unknown_keys_get_a_suggestion_in_their_own_spelling(tmp_path: Path) -> None:
+    """A near-miss env name suggests the VALUX_ spelling; a file typo suggests the dotted key;
+    with no close match the section's known keys are listed."""
+    message = error_of(env={"VALUX_API_PORT": "1", "VALUX_JOURNAL__X": "1"})
+    assert "api_port: unknown setting; did you mean VALUX_API__PORT?" in message
+    assert "journal.x: unknown setting in journal (known: snapshot_every_events," in message
+    config = write(tmp_path, "[hosting]\nagent_per_host = 1\n")
+    message = error_of(config_file=config)
+    assert "did you mean hosting.agents_per_host?" in message

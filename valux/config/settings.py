@@ -613,9 +613,14 @@ def _describe(error: ErrorDetails, sources: Mapping[str, str]) -> str:
         message = "unknown setting"
         parent = ".".join(path[:-1])
         known = list(_all_keys(Settings))
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+        # Not the enclosing section itself ("journal" for "journal.x").
+        candidates = [k for k in known if not key.startswith(k + ".")]
+        close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.75)
         if close:
-            message += f"; did you mean {close[0]}?"
+            suggestion = close[0]
+            if source.startswith(f"env {ENV_PREFIX}"):
+                suggestion = env_var_for(suggestion)
+            message += f"; did you mean {suggestion}?"
         elif parent and parent in known:
             siblings = [k.rsplit(".", 1)[-1] for k in known if k.startswith(parent + ".")]
             siblings = [s for s in siblings if "." not in s]

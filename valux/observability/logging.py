@@ -19,10 +19,9 @@ Design notes:
 
 - structlog events are handed to the stdlib logger unrendered
   (``ProcessorFormatter.wrap_for_formatter``); rendering happens in the one
-  handler valux installs on the root logger. The structlog-side chain never
-  changes between calls, and level, format and process name are read at log
-  time, so re-configuring takes effect even for loggers created (and cached)
-  before — calling :func:`configure_logging` twice is safe.
+  handler valux installs on the root logger, which a second call replaces —
+  calling :func:`configure_logging` twice is safe. Loggers are not cached, so
+  one created (or even used) before the call follows it too.
 - Levels are filtered first thing (``filter_by_level``): a ``debug`` call at
   level ``info`` costs one ``isEnabledFor`` check.
 - Loggers hold a reference to a stdlib logger and must not travel pickled into
@@ -135,7 +134,9 @@ def configure_logging(
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         context_class=dict,
-        cache_logger_on_first_use=True,
+        # Not cached: a logger used before configure_logging() (at import, or in an
+        # actor before its constructor ran) must still pick up this configuration.
+        cache_logger_on_first_use=False,
     )
 
     formatter = structlog.stdlib.ProcessorFormatter(
