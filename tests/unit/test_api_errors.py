@@ -186,7 +186,7 @@ async def test_wrong_method_is_json_405_with_allow(client: Client) -> None:
     """A known path with the wrong method → 405 METHOD_NOT_ALLOWED keeping the Allow header."""
     r = await client.put("/api/v1/agents", json={})
     assert r.status == 405
-    assert set(r.headers["Allow"].split(",")) == {"GET", "POST"}
+    assert set(r.headers["Allow"].split(",")) == {"GET", "HEAD", "POST"}
     assert (await r.json())["error"]["code"] == "METHOD_NOT_ALLOWED"
 
 

@@ -44,6 +44,12 @@ async def test_live_is_always_200(client: Client, fake: FakeBackend) -> None:
     assert not fake.calls
 
 
+async def test_get_routes_answer_head(client: Client) -> None:
+    """GET routes also answer HEAD (load-balancer probes), without a body."""
+    r = await client.head("/health/live")
+    assert r.status == 200 and await r.read() == b""
+
+
 async def test_ready_200_when_ready(client: Client) -> None:
     """/health/ready is 200 {"ready": true} when the backend says ready."""
     r = await client.get("/health/ready")

@@ -278,6 +278,26 @@ async def test_slow_client_is_disconnected_1008_without_affecting_others() -> No
             assert "valux_api_ws_clients_disconnected_slow_total 1.0" in metrics
 
 
+async def test_client_whose_send_blocks_is_disconnected_1008() -> None:
+    """A single send blocked longer than ws_send_timeout (a peer that stopped reading) gets
+    the client closed with 1008, even though its queue never filled."""
+    async with api_client(FakeBackend(), redis_url=None, ws_send_timeout=0.1) as client:
+        hub = client.app[HUB]  # type: ignore[index]
+        async with client.ws_connect("/ws") as ws:
+            await subscribe(ws)
+            [server_side] = hub.clients.values()
+
+            async def stuck(text: str) -> None:
+                await asyncio.sleep(10)
+
+            server_side.ws.send_str = stuck  # type: ignore[method-assign]
+            hub.dispatch("valux:prices", prices("BONK"))
+            close = await receive_close(ws)
+            assert close.data == 1008
+            assert "longer than 0.1s" in close.extra
+        assert hub.status()["clients_disconnected_slow"] == 1
+
+
 async def test_shutdown_sends_1001_close_frame() -> None:
     """On app shutdown every connected WebSocket receives a close frame with code 1001."""
     server = TestServer(create_app(FakeBackend(), redis_url=None))

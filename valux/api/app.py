@@ -26,6 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 
 import structlog
+import structlog.contextvars
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -77,8 +78,11 @@ def _route_label(request: web.Request) -> str:
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request[REQUEST_ID] = incoming if _INCOMING_ID.match(incoming) else uuid.uuid4().hex
-    return await handler(request)
+    request_id = incoming if _INCOMING_ID.match(incoming) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    # Every log line emitted while serving this request (backend included) carries the id.
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        return await handler(request)
 
 
 @web.middleware
@@ -207,7 +211,11 @@ def create_app(
     metrics.watch_hub(hub)
 
     for r in routes:
-        app.router.add_route(r.method, r.path, r.handler, name=r.operation_id)
+        if r.method == "GET" and not r.long_lived:
+            # HEAD too, for load balancers' probes (not documented separately).
+            app.router.add_get(r.path, r.handler, name=r.operation_id, allow_head=True)
+        else:
+            app.router.add_route(r.method, r.path, r.handler, name=r.operation_id)
 
     app.cleanup_ctx.append(_hub_ctx)
     app.on_shutdown.append(_close_websockets)

@@ -127,9 +127,12 @@ def validate(model: type[M], data: object, *, what: str) -> M:
 async def read_json(request: web.Request) -> Any:
     """The request body as JSON, enforcing content type (415) and size (413)."""
     max_size = request.app[MAX_BODY_BYTES]
+    if not request.body_exists:
+        raise BadRequest("a JSON request body is required", errors=[FieldError("body", "required")])
     if request.content_type not in JSON_TYPES:
-        got = request.content_type if request.body_exists else "no body"
-        raise UnsupportedMediaType(f"send the body as application/json (got {got})")
+        raise UnsupportedMediaType(
+            f"send the body as application/json (got {request.content_type})"
+        )
     if request.content_length is not None and request.content_length > max_size:
         raise PayloadTooLarge(f"request body exceeds {max_size} bytes")
     try:

@@ -10,6 +10,7 @@ validate with. Error responses are derived from what a route can fail with:
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Iterable
 from typing import Any
 
@@ -77,8 +78,15 @@ def _errors_for(route: Route) -> list[int]:
     return sorted(c for c in codes if c not in route.responses)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("valux")
+    except importlib.metadata.PackageNotFoundError:  # running from a plain checkout
+        return "0.0.0"
+
+
 def build_openapi(
-    routes: Iterable[Route], *, title: str = "valux", version: str = "0.1.0"
+    routes: Iterable[Route], *, title: str = "valux", version: str | None = None
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document for ``routes``."""
     routes = list(routes)
@@ -142,7 +150,7 @@ def build_openapi(
         "openapi": "3.1.0",
         "info": {
             "title": title,
-            "version": version,
+            "version": version or _version(),
             "description": (
                 "HTTP API of the valux trading engine. JSON only; money is a decimal "
                 "string (numbers are accepted on input). Every response carries "

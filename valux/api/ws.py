@@ -83,9 +83,16 @@ def _frozen(values: list[str] | None) -> frozenset[str] | None:
 class WsClient:
     """One connected WebSocket: its filter, bounded queue and sender task."""
 
-    def __init__(self, hub: WsHub, ws: web.WebSocketResponse, client_id: int) -> None:
+    def __init__(
+        self,
+        hub: WsHub,
+        ws: web.WebSocketResponse,
+        client_id: int,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self.hub = hub
         self.ws = ws
+        self.transport = transport
         self.id = client_id
         self.subscription = Subscription()
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=hub.queue_size)
@@ -165,9 +172,12 @@ class WsClient:
             await asyncio.shield(self._closer)
 
     async def _close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
+        try:
             async with asyncio.timeout(self.hub.close_timeout):
                 await self.ws.close(code=code, message=reason.encode()[:123])
+        except Exception:  # a peer that never reads cannot take a close frame either
+            if self.transport is not None:
+                self.transport.abort()
 
     async def stop_sender(self) -> None:
         self._sender.cancel()
@@ -250,8 +260,11 @@ class WsHub:
             await asyncio.gather(*(c.close(code, reason) for c in clients))
 
     # ------------------------------------------------------------------ clients
-    def register(self, ws: web.WebSocketResponse) -> WsClient:
-        client = WsClient(self, ws, next(self._ids))
+    def register(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport | None = None
+    ) -> WsClient:
+        """Track a prepared WebSocket; ``transport`` is aborted if a close cannot complete."""
+        client = WsClient(self, ws, next(self._ids), transport)
         self.clients[client.id] = client
         self.counters["clients_total"] += 1
         if self._closing:
@@ -407,7 +420,7 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     hub = request.app[HUB]
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_CLIENT_MESSAGE_BYTES)
     await ws.prepare(request)
-    client = hub.register(ws)
+    client = hub.register(ws, request.transport)
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
