@@ -46,12 +46,28 @@ def _models(routes: Iterable[Route]) -> list[type[BaseModel]]:
     return list(seen)
 
 
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent or a string, never JSON null: drop the null branch."""
+    options = schema.get("anyOf")
+    if not isinstance(options, list):
+        return schema
+    rest = [o for o in options if o != {"type": "null"}]
+    out = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+    if len(rest) == 1:
+        out.update(rest[0])
+    else:
+        out["anyOf"] = rest
+    if schema.get("default") is not None:
+        out["default"] = schema["default"]
+    return out
+
+
 def _query_parameters(model: type[BaseModel], schema: dict[str, Any]) -> list[dict[str, Any]]:
     props: dict[str, Any] = schema.get("properties", {})
     required = set(schema.get("required", []))
     params = []
     for name, prop in props.items():
-        prop = dict(prop)
+        prop = _not_null(dict(prop))
         description = prop.pop("description", None) or model.model_fields[name].description
         param: dict[str, Any] = {
             "name": name,

@@ -163,7 +163,8 @@ class WsClient:
             return
         self.closing = True
         self._sender.cancel()
-        self._closer = asyncio.create_task(self._close(code, reason))
+        self._closer = asyncio.create_task(self._close(code, reason), name=f"ws-close-{self.id}")
+        self.hub.track(self._closer)
 
     async def close(self, code: int, reason: str) -> None:
         """Stop sending and close with ``code``; waits for the close handshake."""
@@ -220,6 +221,7 @@ class WsHub:
         self.clients: dict[int, WsClient] = {}
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         self.redis_connected = False
         self.last_error: str | None = None
@@ -249,6 +251,13 @@ class WsHub:
                 await self._task
             self._task = None
         await self.close_all()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep a reference to a background close until it finishes (awaited by :meth:`stop`)."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def close_all(
         self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down"
