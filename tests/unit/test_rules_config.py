@@ -393,6 +393,7 @@ def test_money_is_parsed_from_the_shortest_decimal_string() -> None:
     assert config.purchase_limits.minimum_agent_balance == Decimal("0.3")
     assert config.purchase_limits.max_purchase_per_token == Decimal("0.123456789123")
     assert as_decimal(0.1) == Decimal("0.1") and as_decimal(3) == Decimal(3)
+    assert as_decimal(0.1 + 0.2) == Decimal("0.30000000000000004")  # the double's shortest form
     with pytest.raises(ValueError):
         as_decimal(True)
 
@@ -749,6 +750,13 @@ def test_val6_allocation_above_100_says_exceeds_100_percent() -> None:
         "take_profit.levels": "total allocation 101% exceeds 100% "
         "(levels sell 91% + moon bag retains 10%)"
     }
+
+
+def test_val6_allocation_is_summed_in_doubles_like_the_reference() -> None:
+    """§0 float note for TP-14: 30.6 + 33.7 + 25.7 + 10 is 100.00000000000001 in IEEE
+    doubles (summed left to right), so the reference rejects it and so does valux."""
+    found = problems(custom_tp((50, 30.6), (100, 33.7), (200, 25.7)))
+    assert found["take_profit.levels"].startswith("total allocation 100.00000000000001% exceeds")
 
 
 def test_val6_allocation_counts_retain_only_when_the_moon_bag_is_enabled() -> None:
