@@ -1,0 +1,279 @@
+"""StopLossEvaluator: the armed exit rules of every open position on a shard of tokens.
+
+Contract:
+- Owns an :class:`~valux.evaluation.book.ArmedBook` (numpy arrays per token) and
+  the latest price of each of its tokens; evaluates each tick batch vectorised,
+  inside this process, with no I/O on that path.
+- A trigger is sent to the agent's host (one call per host per batch) and the
+  position is marked exiting, so it cannot fire twice; the host answers with
+  ``settle`` (closed → forgotten, failed → released to fire again).
+- Trailing-stop state (peak, ratchet) is written to ``position_stops`` in the
+  background, coalesced (SL-12 persistence).
+- On restart: the constructor re-arms every open position of its shard from
+  PostgreSQL (positions read model + position_stops) before it answers
+  anything, so "ready" implies "armed".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from typing import Any
+
+import asyncpg
+import structlog
+
+from valux.config.settings import Settings
+from valux.evaluation.book import ArmedBook, ArmedPosition, ExitTrigger, StopUpdate
+from valux.observability.logging import configure_logging
+from valux.observability.metrics import ARMED_POSITIONS, EVALUATION_SECONDS, collect_families
+from valux.rules.stop_loss import StopLossParams
+from valux.schema.messages import ExitRequest
+from valux.supervisors.handles import agent_host_handle
+from valux.supervisors.naming import shard_of
+
+_STOPS_FLUSH_S = 0.1
+_UPSERT_STOP = (
+    "INSERT INTO position_stops (position_id, peak, stop_pct, updated_at)"
+    " VALUES ($1, $2, $3, to_timestamp($4)) ON CONFLICT (position_id) DO UPDATE"
+    " SET peak = EXCLUDED.peak, stop_pct = EXCLUDED.stop_pct, updated_at = EXCLUDED.updated_at"
+)
+
+
+def stop_params(rules: dict[str, Any]) -> StopLossParams:
+    sl = rules["stop_loss"]
+    return StopLossParams(
+        enabled=bool(sl["enabled"]),
+        default_percentage=float(sl["default_percentage"]),
+        mode=str(sl["mode"]),
+        trailing_levels=tuple((float(c), float(s)) for c, s in sl["trailing_levels"]),
+    )
+
+
+class StopLossEvaluator:
+    """One shard of the token space; see the module docstring for the contract."""
+
+    async def __init__(self, shard: int, settings: Settings, database_url: str) -> None:
+        self.shard = shard
+        self.settings = settings
+        self.shards = settings.hosting.evaluators
+        configure_logging(
+            settings.logging.level, settings.logging.format, process=f"evaluator-{shard}"
+        )
+        self.log = structlog.get_logger("valux.evaluator").bind(shard=shard)
+        self.book = ArmedBook()
+        self.started_at = time.time()
+        self.pool: asyncpg.Pool = await asyncpg.create_pool(
+            database_url, min_size=1, max_size=2, timeout=settings.database.connect_timeout_s
+        )
+        self._stops: dict[str, tuple[float | None, float | None, float]] = {}
+        self._stops_task: asyncio.Task[None] | None = None
+        self._exit_tasks: set[asyncio.Task[None]] = set()
+        self.ticks_seen = 0
+        self.batches = 0
+        self.triggers = 0
+        started = time.perf_counter()
+        self.rearmed = await self._rearm_from_database()
+        self.rearm_seconds = time.perf_counter() - started
+        self.log.info("evaluator_ready", rearmed=self.rearmed, ms=round(self.rearm_seconds * 1000))
+
+    # -- recovery --------------------------------------------------------------------------
+
+    async def _rearm_from_database(self) -> int:
+        rows = await self.pool.fetch(
+            "SELECT p.id, p.agent_id, p.token, p.host_slot, p.purchase_price, p.exit_rules,"
+            " s.peak, s.stop_pct FROM positions p"
+            " LEFT JOIN position_stops s ON s.position_id = p.id WHERE p.status = 'open'"
+        )
+        positions = [
+            ArmedPosition(
+                position_id=r["id"],
+                agent_id=r["agent_id"],
+                host=r["host_slot"],
+                token=r["token"],
+                purchase_price=float(r["purchase_price"]),
+                stop=stop_params(json.loads(r["exit_rules"])),
+                peak=r["peak"],
+                stop_pct=r["stop_pct"],
+            )
+            for r in rows
+            if shard_of(r["token"], self.shards) == self.shard
+        ]
+        self.book.arm(positions)
+        ARMED_POSITIONS.set(self.book.armed_count())
+        return len(positions)
+
+    # -- arming ------------------------------------------------------------------------------
+
+    async def arm(self, specs: list[dict[str, Any]]) -> list[bool]:
+        """Arm positions; re-arming keeps the trailing state the book already has."""
+        positions = []
+        for spec in specs:
+            current = self.book.state(spec["position_id"])
+            peak = spec.get("peak")
+            stop_pct = spec.get("stop_pct")
+            if current is not None and peak is None and stop_pct is None:
+                peak, stop_pct = current.peak, current.stop_pct
+            positions.append(
+                ArmedPosition(
+                    position_id=spec["position_id"],
+                    agent_id=spec["agent_id"],
+                    host=spec["host"],
+                    token=spec["token"],
+                    purchase_price=spec["purchase_price"],
+                    stop=stop_params(spec["exit_rules"]),
+                    peak=peak,
+                    stop_pct=stop_pct,
+                )
+            )
+        self.book.arm(positions)
+        ARMED_POSITIONS.set(self.book.armed_count())
+        return [True] * len(specs)
+
+    async def settle(self, outcomes: list[tuple[str, bool]]) -> list[bool]:
+        """(position_id, closed): closed → disarm; not closed → release to fire again."""
+        closed = [pid for pid, done in outcomes if done]
+        released = [pid for pid, done in outcomes if not done]
+        if closed:
+            self.book.disarm(closed)
+            for pid in closed:
+                self._stops.pop(pid, None)
+        if released:
+            self.book.release(released)
+        ARMED_POSITIONS.set(self.book.armed_count())
+        return [True] * len(outcomes)
+
+    # -- ticks -------------------------------------------------------------------------------
+
+    async def on_ticks(self, ticks: list[tuple[str, float, float]]) -> dict[str, int]:
+        """Evaluate a tick batch; dispatch exits; never waits for the exits to finish."""
+        received = time.time()
+        started = time.perf_counter()
+        result = self.book.on_ticks(ticks)
+        EVALUATION_SECONDS.observe(time.perf_counter() - started)
+        self.ticks_seen += len(ticks)
+        self.batches += 1
+        if result.updates:
+            self._queue_stop_updates(result.updates)
+        if result.triggers:
+            self.triggers += len(result.triggers)
+            self._dispatch(result.triggers, received)
+        return {"evaluated": result.evaluated, "triggers": len(result.triggers)}
+
+    def _dispatch(self, triggers: list[ExitTrigger], received: float) -> None:
+        by_host: dict[int, list[ExitRequest]] = defaultdict(list)
+        for t in triggers:
+            by_host[t.host].append(
+                ExitRequest(
+                    agent_id=t.agent_id,
+                    position_id=t.position_id,
+                    token=t.token,
+                    reason=t.reason,
+                    price=t.price,
+                    ts=t.ts,
+                    detected_at=received,
+                    details={"stop_pct": t.stop_pct, "stop_price": t.stop_price},
+                )
+            )
+        for host, exits in by_host.items():
+            task = asyncio.get_running_loop().create_task(self._send_exits(host, exits))
+            self._exit_tasks.add(task)
+            task.add_done_callback(self._exit_tasks.discard)
+
+    async def _send_exits(self, host: int, exits: list[ExitRequest]) -> None:
+        from valux.observability.metrics import TICK_TO_EXIT_SECONDS
+
+        try:
+            handle = await agent_host_handle(host, self.settings.ray.namespace)
+            results: list[dict[str, Any]] = await handle.on_exits.remote(exits)
+        except Exception as exc:  # host down: release so the next tick retries the exit
+            self.log.warning("exit_dispatch_failed", host=host, error=str(exc), count=len(exits))
+            self.book.release([e.position_id for e in exits])
+            return
+        now = time.time()
+        for request, outcome in zip(exits, results, strict=False):
+            if outcome.get("status") == "closed":
+                TICK_TO_EXIT_SECONDS.observe(now - request.detected_at)
+            elif outcome.get("status") == "ignored" and outcome.get("reason") == "closed":
+                self.book.disarm([request.position_id])
+
+    def _queue_stop_updates(self, updates: list[StopUpdate]) -> None:
+        for u in updates:
+            self._stops[u.position_id] = (u.peak, u.stop_pct, u.ts)
+        if self._stops_task is None or self._stops_task.done():
+            self._stops_task = asyncio.get_running_loop().create_task(self._flush_stops())
+
+    async def _flush_stops(self) -> None:
+        while self._stops:
+            await asyncio.sleep(_STOPS_FLUSH_S)
+            batch, self._stops = self._stops, {}
+            try:
+                await self.pool.executemany(
+                    _UPSERT_STOP, [(pid, p, s, ts) for pid, (p, s, ts) in batch.items()]
+                )
+            except Exception as exc:  # keep the newest values and retry on the next round
+                self.log.warning("stop_persist_failed", error=str(exc), pending=len(batch))
+                for pid, value in batch.items():
+                    self._stops.setdefault(pid, value)
+                await asyncio.sleep(1.0)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    async def latest_price(self, token: str) -> tuple[float, float] | None:
+        return self.book.last_price(token)
+
+    async def latest_prices(self) -> dict[str, tuple[float, float]]:
+        out: dict[str, tuple[float, float]] = {}
+        for token in self.book.price_tokens():
+            latest = self.book.last_price(token)
+            if latest is not None:
+                out[token] = latest
+        return out
+
+    async def armed_ids(self) -> list[str]:
+        return self.book.armed_ids()
+
+    async def position_state(self, position_id: str) -> dict[str, Any] | None:
+        state = self.book.state(position_id)
+        if state is None:
+            return None
+        return {"peak": state.peak, "stop_pct": state.stop_pct, "token": state.token}
+
+    async def ready_report(self) -> dict[str, Any]:
+        """Open positions of this shard (from PostgreSQL) that are not armed here."""
+        rows = await self.pool.fetch("SELECT id, token FROM positions WHERE status = 'open'")
+        mine = [r["id"] for r in rows if shard_of(r["token"], self.shards) == self.shard]
+        missing = [pid for pid in mine if not self.book.is_armed(pid)]
+        return {
+            "shard": self.shard,
+            "open": len(mine),
+            "unarmed": missing[:50],
+            "unarmed_count": len(missing),
+        }
+
+    async def ping(self) -> dict[str, Any]:
+        return {
+            "kind": "evaluator",
+            "shard": self.shard,
+            "armed": self.book.armed_count(),
+            "ticks": self.ticks_seen,
+            "batches": self.batches,
+            "triggers": self.triggers,
+            "rearmed": self.rearmed,
+            "rearm_seconds": self.rearm_seconds,
+            "started_at": self.started_at,
+        }
+
+    async def metrics(self) -> list[Any]:
+        return collect_families()
+
+    async def shutdown(self) -> dict[str, Any]:
+        while self._stops:
+            batch, self._stops = self._stops, {}
+            await self.pool.executemany(
+                _UPSERT_STOP, [(pid, p, s, ts) for pid, (p, s, ts) in batch.items()]
+            )
+        await self.pool.close()
+        return {"armed": self.book.armed_count()}

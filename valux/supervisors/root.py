@@ -1,0 +1,123 @@
+"""RootSupervisor: the top of the tree, a named detached actor.
+
+Contract:
+- Starts (or re-adopts) the four kind supervisors in dependency order:
+  evaluators (positions must be armable), wallets (agents reconcile with them),
+  agents, feeds (ticks need evaluators).
+- Answers readiness: every supervisor running, every open position armed at a
+  live evaluator, every automatic feed fresh.
+- ``shutdown`` stops the tree in reverse order, each step bounded by
+  ``supervision.step_timeout_s``; a step that hangs is reported and skipped.
+- Holds no state of its own: after a restart it re-adopts its supervisors by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import ray
+import structlog
+
+from valux.config.settings import Settings
+from valux.observability.logging import configure_logging
+from valux.supervisors import factory
+from valux.supervisors.naming import supervisor_name
+
+GROUPS = ("evaluators", "wallets", "agents", "feeds")
+
+
+class RootSupervisor:
+    """The root of the supervision tree; see the module docstring."""
+
+    async def __init__(self, settings: Settings, database_url: str, redis_url: str | None) -> None:
+        self.settings = settings
+        self.namespace = settings.ray.namespace
+        configure_logging(settings.logging.level, settings.logging.format, process="root")
+        self.log = structlog.get_logger("valux.root")
+        self.started_at = time.time()
+        self.supervisors: dict[str, Any] = {}
+        self.boot_seconds = 0.0
+        started = time.perf_counter()
+        for group in GROUPS:
+            handle = factory.spawn(
+                "supervisor",
+                supervisor_name(group),
+                self.namespace,
+                group,
+                settings,
+                database_url,
+                redis_url,
+            )
+            await handle.ping.remote()  # returns once its children have recovered
+            self.supervisors[group] = handle
+        self.boot_seconds = time.perf_counter() - started
+        self.log.info("tree_started", seconds=round(self.boot_seconds, 2))
+
+    async def ping(self) -> dict[str, Any]:
+        return {"kind": "root", "started_at": self.started_at, "boot_seconds": self.boot_seconds}
+
+    async def ensure(self, group: str, key: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self.supervisors[group].ensure.remote(key)
+        return result
+
+    async def tree(self) -> dict[str, Any]:
+        async def one(group: str) -> tuple[str, Any]:
+            try:
+                return group, await asyncio.wait_for(self.supervisors[group].status.remote(), 5)
+            except Exception as exc:
+                return group, {"group": group, "state": "failed", "error": str(exc), "children": []}
+
+        statuses = dict(await asyncio.gather(*(one(g) for g in GROUPS)))
+        return {"root": await self.ping(), "supervisors": statuses}
+
+    async def ready(self) -> tuple[bool, list[str], dict[str, Any]]:
+        """(ready, reasons, details)."""
+        reasons: list[str] = []
+        tree = await self.tree()
+        for group, status in tree["supervisors"].items():
+            if status["state"] not in ("running",):
+                reasons.append(f"supervisor {group} is {status['state']}")
+            for child in status["children"]:
+                if child["state"] != "running":
+                    reasons.append(f"{child['name']} is {child['state']}: {child['last_failure']}")
+        evaluators = tree["supervisors"]["evaluators"]["children"]
+        unarmed = 0
+        for child in evaluators:
+            try:
+                handle = await asyncio.to_thread(
+                    ray.get_actor, child["name"], namespace=self.namespace
+                )
+                report = await asyncio.wait_for(handle.ready_report.remote(), 10)
+                unarmed += report["unarmed_count"]
+            except Exception as exc:
+                reasons.append(f"{child['name']} cannot report armed positions: {exc}")
+        if unarmed:
+            reasons.append(f"{unarmed} open position(s) not armed at a live evaluator")
+        stale_after = self.settings.feeds.stale_after_s
+        for child in tree["supervisors"]["feeds"]["children"]:
+            info = child.get("info") or {}
+            if info.get("push_driven") or info.get("finished"):
+                continue
+            age = info.get("last_tick_age_s")
+            if age is None or age > stale_after:
+                reasons.append(
+                    f"feed {info.get('source', child['name'])} is stale (last tick {age}s ago)"
+                )
+        return (not reasons, reasons, {"unarmed": unarmed})
+
+    async def shutdown(self) -> dict[str, Any]:
+        report: dict[str, Any] = {}
+        timeout = self.settings.supervision.step_timeout_s * 3
+        for group in reversed(GROUPS):
+            handle = self.supervisors.get(group)
+            if handle is None:
+                continue
+            try:
+                report[group] = await asyncio.wait_for(handle.shutdown.remote(), timeout)
+            except Exception as exc:
+                report[group] = f"skipped: {type(exc).__name__}: {exc}"
+                self.log.error("shutdown_step_skipped", group=group, error=str(exc))
+            ray.kill(handle, no_restart=True)
+        return report

@@ -1,0 +1,203 @@
+"""The start and stop sequence of one valux API process.
+
+``Runtime.start``: logging → PostgreSQL (URL or embedded) → migrations → Redis
+(URL or embedded) → Ray (address, ``ray start`` cluster, or local) → attach to
+the running actor system or start it → serve the API. Each step prints what
+it chose. ``Runtime.stop``: drain the API (bounded), then — only if this process
+started its own local Ray — stop the actor tree after final snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import ray
+from aiohttp import web
+
+from valux.api.app import create_app
+from valux.config.settings import Settings
+from valux.errors import Unavailable
+from valux.observability.logging import configure_logging
+from valux.ops.embedded import resolve_database_url, resolve_redis_url
+from valux.ops.ports import describe_bind_error
+from valux.persistence.migrations import apply_migrations
+from valux.supervisors import factory
+from valux.supervisors.naming import ROOT
+from valux.system.backend import RayBackend
+from valux.system.ray_connect import RayConnection, connect
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+async def prepare_database(settings: Settings, say: Say = _quiet) -> tuple[str, asyncpg.Pool]:
+    """Resolve PostgreSQL, apply pending migrations, return (url, pool)."""
+    url, description = await asyncio.to_thread(resolve_database_url, settings)
+    say(f"database: {description}")
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        url,
+        min_size=settings.database.pool_min_size,
+        max_size=settings.database.pool_max_size,
+        timeout=settings.database.connect_timeout_s,
+    )
+    async with pool.acquire() as conn:
+        applied = await apply_migrations(conn)
+    if applied:
+        say(f"migrations applied: {', '.join(applied)}")
+    return url, pool
+
+
+async def attach_or_start(
+    settings: Settings, database_url: str, redis_url: str | None, say: Say = _quiet
+) -> tuple[Any, bool]:
+    """The root supervisor's handle, and whether this call started the system."""
+    ns = settings.ray.namespace
+    try:
+        root = await asyncio.to_thread(ray.get_actor, ROOT, namespace=ns)
+        started = False
+    except ValueError:
+        root = factory.spawn("root", ROOT, ns, settings, database_url, redis_url)
+        started = True
+    began = time.perf_counter()
+    info = await root.ping.remote()  # returns once the whole tree has recovered
+    verb = "started" if started else "attached to"
+    say(
+        f"{verb} the valux actor system in namespace {ns!r}"
+        + (f" in {time.perf_counter() - began:.1f}s" if started else "")
+    )
+    del info
+    return root, started
+
+
+class Runtime:
+    """One API process attached to the actor system."""
+
+    def __init__(self, settings: Settings, *, say: Say = _quiet) -> None:
+        self.settings = settings
+        self.say = say
+        self.connection: RayConnection | None = None
+        self.pool: asyncpg.Pool | None = None
+        self.runner: web.AppRunner | None = None
+        self.root: Any = None
+        self.port: int | None = None
+        self.database_url = ""
+        self.redis_url: str | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        configure_logging(s.logging.level, s.logging.format, process="api")
+        self.database_url, self.pool = await prepare_database(s, self.say)
+        self.redis_url, redis_description = await asyncio.to_thread(resolve_redis_url, s)
+        self.say(f"redis: {redis_description}")
+        if not ray.is_initialized():
+            self.connection, warnings = await asyncio.to_thread(connect, s)
+            for warning in warnings:
+                self.say(f"warning: {warning}")
+            self.say(f"ray: {self.connection.description}")
+        else:
+            self.say("ray: already connected in this process")
+        self.root, _ = await attach_or_start(s, self.database_url, self.redis_url, self.say)
+        backend = RayBackend(s, self.pool)
+        app = create_app(backend, redis_url=self.redis_url, max_body_bytes=s.api.max_body_bytes)
+        self.runner = web.AppRunner(
+            app, shutdown_timeout=s.api.shutdown_timeout_s, handle_signals=False, access_log=None
+        )
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, s.api.host, s.api.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.runner.cleanup()
+            raise describe_bind_error(
+                exc, s.api.host, s.api.port, who="the valux HTTP API", setting="api.port"
+            ) from None
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else s.api.port
+        self.say(f"API listening on http://{s.api.host}:{self.port}")
+
+    @property
+    def owns_cluster(self) -> bool:
+        return self.connection is not None and self.connection.owns_cluster
+
+    async def stop(self) -> dict[str, Any]:
+        """Drain the API; stop the actors only if we own the local Ray instance."""
+        report: dict[str, Any] = {}
+        timeout = self.settings.supervision.step_timeout_s
+        if self.runner is not None:
+            try:
+                await asyncio.wait_for(
+                    self.runner.cleanup(), self.settings.api.shutdown_timeout_s + 2
+                )
+                report["api"] = "drained"
+            except TimeoutError:
+                report["api"] = "drain timed out; closed"
+                self.say("warning: the API did not drain in time; closing connections")
+        if self.owns_cluster and self.root is not None:
+            self.say("stopping the actor system (local Ray instance): final snapshots")
+            try:
+                report["actors"] = await asyncio.wait_for(self.root.shutdown.remote(), timeout * 4)
+            except Exception as exc:
+                report["actors"] = f"skipped: {type(exc).__name__}: {exc}"
+                self.say(f"warning: actor shutdown step skipped: {exc}")
+            ray.kill(self.root, no_restart=True)
+        elif self.root is not None:
+            self.say("trading actors keep running on the cluster (`valux stop` stops them)")
+        if self.pool is not None:
+            try:
+                await asyncio.wait_for(self.pool.close(), timeout)
+            except TimeoutError:
+                self.pool.terminate()
+        if self.owns_cluster:
+            await asyncio.to_thread(ray.shutdown)
+        self.say("stopped")
+        return report
+
+
+def _connect_existing(settings: Settings) -> None:
+    from valux.system.ray_connect import running_cluster_address
+
+    if ray.is_initialized():
+        return
+    address = settings.ray.address or running_cluster_address()[0]
+    if not address:
+        raise Unavailable(
+            "no running Ray cluster found (set RAY_ADDRESS or --address); "
+            "a valux started with its own local Ray stops with Ctrl-C instead"
+        )
+    ray.init(address=address, namespace=settings.ray.namespace, log_to_driver=False)
+
+
+async def _root(settings: Settings) -> Any:
+    await asyncio.to_thread(_connect_existing, settings)
+    try:
+        return await asyncio.to_thread(ray.get_actor, ROOT, namespace=settings.ray.namespace)
+    except ValueError:
+        raise Unavailable(
+            f"no valux actor system runs in namespace {settings.ray.namespace!r}"
+        ) from None
+
+
+async def stop_cluster(settings: Settings, say: Say = _quiet) -> dict[str, Any]:
+    """``valux stop``: orderly shutdown of the actor system on the cluster."""
+    root = await _root(settings)
+    say("stopping the actor system: no new entries, final snapshots")
+    report: dict[str, Any] = await asyncio.wait_for(
+        root.shutdown.remote(), settings.supervision.step_timeout_s * 6
+    )
+    ray.kill(root, no_restart=True)
+    say("actor system stopped")
+    return report
+
+
+async def cluster_status(settings: Settings) -> dict[str, Any]:
+    root = await _root(settings)
+    tree: dict[str, Any] = await root.tree.remote()
+    return tree
