@@ -1,0 +1,495 @@
+"""The armed-position book: lifecycle, batches, and exact agreement with the scalar rules.
+
+The property test is the contract of :mod:`valux.evaluation.book`: for any
+positions and tick paths, the book's triggers and updates equal those of
+running :func:`valux.rules.stop_loss.evaluate_stop` position by position, tick
+by tick, feeding back what it persists.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, replace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from valux.evaluation.book import ArmedBook, ArmedPosition, BatchResult, ExitTrigger
+from valux.rules.stop_loss import (
+    StopLossParams,
+    evaluate_stop,
+    initial_stop,
+    peak_change_percent,
+    stop_price,
+)
+
+FIXED = StopLossParams(True, -32.0, "fixed")
+ZONES = StopLossParams(True, -32.0, "zones")
+EXPO = StopLossParams(True, -32.0, "exponential")
+
+
+def pos(
+    pid: str,
+    purchase: float = 100.0,
+    *,
+    token: str = "SOLX",
+    params: StopLossParams = FIXED,
+    peak: float | None = None,
+    pct: float | None = None,
+    agent: str = "agent-1",
+    host: int = 0,
+) -> ArmedPosition:
+    return ArmedPosition(pid, agent, host, token, purchase, params, peak, pct)
+
+
+def ids(triggers: list[ExitTrigger]) -> list[str]:
+    return [t.position_id for t in triggers]
+
+
+# -- lifecycle -------------------------------------------------------------------
+
+
+def test_arm_applies_sl1_and_reports_state() -> None:
+    """Arming a fresh position applies SL-1 (stop = default, peak = purchase); queries see it."""
+    book = ArmedBook()
+    book.arm([pos("p1", 2.0), pos("p2", 3.0, token="OTHER")])
+    assert book.armed_count() == 2
+    assert sorted(book.tokens()) == ["OTHER", "SOLX"]
+    assert book.is_armed("p1") and not book.is_armed("nope")
+    state = book.state("p1")
+    assert state is not None and state.peak == 2.0 and state.stop_pct == -32.0
+    assert book.state("nope") is None
+
+
+def test_arm_keeps_restored_state() -> None:
+    """Restored peak and stop are used as they are (no SL-1 over them)."""
+    book = ArmedBook()
+    book.arm([pos("p1", 100.0, peak=150.0, pct=40.0)])
+    res = book.on_ticks([("SOLX", 139.0, 1.0)])
+    assert ids(res.triggers) == ["p1"]
+    assert res.triggers[0].stop_pct == 40.0 and res.triggers[0].stop_price == 140.0
+
+
+def test_trigger_is_inclusive_and_carries_the_position() -> None:
+    """SL-11 through the book: purchase 100, stop -32 → a tick at 68 triggers, with the
+    position's agent, host, token, reason, price, ts, pct and stop price."""
+    book = ArmedBook()
+    book.arm([pos("p1", 100.0, agent="a7", host=3)])
+    assert book.on_ticks([("SOLX", math.nextafter(68.0, 99.0), 1.0)]).triggers == []
+    res = book.on_ticks([("SOLX", 68.0, 2.0)])
+    assert res.triggers == [ExitTrigger("p1", "a7", 3, "SOLX", "stop_loss", 68.0, 2.0, -32.0, 68.0)]
+
+
+def test_triggered_position_fires_once_until_released() -> None:
+    """Exactly-once: a triggered position is exiting and silent until release; after a
+    release it is live again and triggers again."""
+    book = ArmedBook()
+    book.arm([pos("p1", 100.0)])
+    assert ids(book.on_ticks([("SOLX", 50.0, 1.0)]).triggers) == ["p1"]
+    assert book.is_exiting("p1")
+    res = book.on_ticks([("SOLX", 40.0, 2.0), ("SOLX", 30.0, 3.0)])
+    assert res.triggers == [] and res.evaluated == 0
+    book.release(["p1", "unknown"])
+    assert not book.is_exiting("p1")
+    assert ids(book.on_ticks([("SOLX", 45.0, 4.0)]).triggers) == ["p1"]
+
+
+def test_release_of_a_live_position_is_a_no_op() -> None:
+    """Releasing a position that is not exiting changes nothing."""
+    book = ArmedBook()
+    book.arm([pos("p1", 100.0)])
+    book.release(["p1"])
+    res = book.on_ticks([("SOLX", 90.0, 1.0)])
+    assert res.triggers == [] and res.evaluated == 1
+
+
+def test_disarm_counts_and_silences() -> None:
+    """Disarm returns how many were armed; a disarmed (closed) position is never
+    evaluated again (SL-13: a position that is gone gives no trigger)."""
+    book = ArmedBook()
+    book.arm([pos("p1"), pos("p2"), pos("p3")])
+    assert book.disarm(["p2", "p2", "ghost"]) == 1
+    res = book.on_ticks([("SOLX", 1.0, 1.0)])
+    assert sorted(ids(res.triggers)) == ["p1", "p3"]
+    assert book.disarm(["p1", "p3"]) == 2
+    assert book.armed_count() == 0 and book.tokens() == []
+
+
+def test_rearm_replaces_state_from_the_argument() -> None:
+    """Idempotent arm: re-arming an id replaces it, state taken from the argument."""
+    book = ArmedBook()
+    book.arm([pos("p1", 100.0)])
+    book.on_ticks([("SOLX", 150.0, 1.0)])  # ratchets to 40
+    state = book.state("p1")
+    assert state is not None and state.stop_pct == 40.0
+    book.arm([pos("p1", 100.0, peak=110.0, pct=-10.0)])
+    state = book.state("p1")
+    assert state is not None and (state.peak, state.stop_pct) == (110.0, -10.0)
+    assert book.armed_count() == 1
+    assert ids(book.on_ticks([("SOLX", 89.0, 2.0)]).triggers) == ["p1"]
+
+
+def test_rearm_can_move_a_position_to_another_token() -> None:
+    """Re-arming with a different token moves the position; the old token forgets it."""
+    book = ArmedBook()
+    book.arm([pos("p1", 100.0)])
+    book.arm([pos("p1", 100.0, token="NEW")])
+    assert book.tokens() == ["NEW"]
+    assert book.on_ticks([("SOLX", 1.0, 1.0)]).triggers == []
+    assert ids(book.on_ticks([("NEW", 1.0, 2.0)]).triggers) == ["p1"]
+
+
+def test_rearm_keeps_an_exiting_position_exiting() -> None:
+    """A re-arm is a state refresh, not a release: an exiting position stays silent."""
+    book = ArmedBook()
+    book.arm([pos("p1", 100.0)])
+    book.on_ticks([("SOLX", 10.0, 1.0)])
+    book.arm([pos("p1", 100.0)])
+    assert book.is_exiting("p1")
+    assert book.on_ticks([("SOLX", 10.0, 2.0)]).triggers == []
+    book.release(["p1"])
+    assert ids(book.on_ticks([("SOLX", 10.0, 3.0)]).triggers) == ["p1"]
+
+
+def test_duplicate_ids_in_one_arm_call_last_wins() -> None:
+    """Within one arm call, the last position of an id wins."""
+    book = ArmedBook()
+    book.arm([pos("p1", 100.0), pos("p1", 200.0)])
+    assert book.armed_count() == 1
+    state = book.state("p1")
+    assert state is not None and state.purchase_price == 200.0
+
+
+def test_swap_remove_keeps_other_slots_intact() -> None:
+    """Disarming from the middle of a grown token book (capacity doubling, swap-remove)
+    leaves every other position with its own state and trigger price."""
+    book = ArmedBook()
+    book.arm([pos(f"p{i}", 100.0 + i) for i in range(100)])
+    book.disarm([f"p{i}" for i in range(0, 100, 3)])
+    kept = [i for i in range(100) if i % 3]
+    for i in kept:
+        state = book.state(f"p{i}")
+        assert state is not None and state.purchase_price == 100.0 + i
+    # stop price of p_i is (100 + i) × 0.68; a tick at 114 × 0.68 hits every i ≥ 14.
+    res = book.on_ticks([("SOLX", stop_price(114.0, -32.0), 1.0)])
+    assert sorted(ids(res.triggers)) == sorted(f"p{i}" for i in kept if i >= 14)
+
+
+# -- ticks and batches -----------------------------------------------------------
+
+
+def test_trigger_on_first_tick_fires_even_if_next_recovers() -> None:
+    """Several ticks of a token are applied in order: a dip below the stop on tick 1
+    triggers although tick 2 recovers."""
+    book = ArmedBook()
+    book.arm([pos("p1", 100.0)])
+    res = book.on_ticks([("SOLX", 60.0, 1.0), ("SOLX", 120.0, 2.0)])
+    assert ids(res.triggers) == ["p1"] and res.triggers[0].ts == 1.0
+
+
+def test_ratchet_sees_every_tick_of_a_batch() -> None:
+    """The peak of tick 1 (150 → stop 40) decides tick 2 (130 ≤ 140 triggers)."""
+    book = ArmedBook()
+    book.arm([pos("p1", 100.0)])
+    res = book.on_ticks([("SOLX", 150.0, 1.0), ("SOLX", 130.0, 2.0)])
+    assert [(u.peak, u.stop_pct, u.ts) for u in res.updates] == [(150.0, 40.0, 1.0)]
+    assert [(t.stop_pct, t.stop_price, t.ts) for t in res.triggers] == [(40.0, 140.0, 2.0)]
+
+
+def test_update_is_emitted_exactly_when_persisted() -> None:
+    """SL-12 through the book: a 1e-6 token rising 10 % is not persisted (no update, the
+    stored peak stays); rising 30 % is (one update with the decimal-exact values)."""
+    book = ArmedBook()
+    book.arm([pos("p1", 1e-6)])
+    res = book.on_ticks([("SOLX", 1.1e-6, 1.0)])
+    assert res.updates == []
+    state = book.state("p1")
+    assert state is not None and state.peak == 1e-6
+    res = book.on_ticks([("SOLX", 1.3e-6, 2.0)])
+    assert [(u.peak, u.stop_pct) for u in res.updates] == [
+        (1.3e-6, peak_change_percent(1e-6, 1.3e-6) - 10)
+    ]
+
+
+def test_disabled_and_guarded_positions_never_act() -> None:
+    """SL-14 and SL-3 through the book: disabled or sub-1e-15 positions neither trigger
+    nor update, and are not counted as evaluated."""
+    book = ArmedBook()
+    book.arm(
+        [
+            pos("off", 1.0, params=StopLossParams(False, -32.0, "fixed")),
+            pos("tiny", 1e-16),
+            pos("zero", 0.0),
+        ]
+    )
+    state = book.state("off")
+    assert state is not None and (state.peak, state.stop_pct) == (None, None)
+    res = book.on_ticks([("SOLX", 1e-20, 1.0), ("SOLX", 1e9, 2.0)])
+    assert res.triggers == [] and res.updates == [] and res.evaluated == 0
+
+
+def test_invalid_ticks_are_rejected_and_last_price_kept() -> None:
+    """Ticks with a non-finite or non-positive price are counted as rejected and change
+    nothing; last_price reports the last valid tick of a token."""
+    book = ArmedBook()
+    book.arm([pos("p1", 100.0)])
+    bad = [("SOLX", p, 1.0) for p in (math.nan, math.inf, -math.inf, 0.0, -5.0)]
+    res = book.on_ticks([*bad, ("SOLX", 99.0, 2.0), ("ZZZ", 3.0, 3.0)])
+    assert res.rejected == 5 and res.triggers == [] and res.evaluated == 1
+    assert book.last_price("SOLX") == (99.0, 2.0)
+    assert book.last_price("ZZZ") == (3.0, 3.0)
+    assert book.last_price("none") is None
+
+
+def test_partial_restored_state_is_evaluated_exactly() -> None:
+    """A restored position with only a stop (peak null) is written on its first tick
+    (SL-12: null peak) and then behaves normally."""
+    book = ArmedBook()
+    book.arm([pos("p1", 100.0, pct=-20.0)])
+    res = book.on_ticks([("SOLX", 90.0, 1.0)])
+    assert [(u.peak, u.stop_pct) for u in res.updates] == [(100.0, -20.0)]
+    assert ids(book.on_ticks([("SOLX", 80.0, 2.0)]).triggers) == ["p1"]
+
+
+def test_mixed_modes_on_one_token() -> None:
+    """One tick batch over fixed, zones, exponential and custom positions of one token
+    gives each its own mode's ratchet."""
+    book = ArmedBook()
+    custom = StopLossParams(True, -32.0, "custom", ((100.0, 70.0), (30.0, 10.0)))
+    book.arm(
+        [
+            pos("f", 100.0, params=FIXED),
+            pos("z", 100.0, params=ZONES),
+            pos("e", 100.0, params=EXPO),
+            pos("c", 100.0, params=custom),
+        ]
+    )
+    res = book.on_ticks([("SOLX", 200.0, 1.0)])
+    got = {u.position_id: u.stop_pct for u in res.updates}
+    assert got == {"f": 90.0, "z": 70.0, "e": 90.0, "c": 70.0}
+
+
+def test_custom_levels_wider_than_before_are_supported() -> None:
+    """A params set with more levels than any before widens the level table."""
+    book = ArmedBook()
+    book.arm([pos("a", 100.0, params=StopLossParams(True, -32.0, "custom", ((10.0, 1.0),)))])
+    many = tuple((float(c), float(c) / 2) for c in range(10, 200, 10))
+    book.arm([pos("b", 100.0, params=StopLossParams(True, -32.0, "custom", many))])
+    res = book.on_ticks([("SOLX", 275.0, 1.0)])  # change 175: level 170
+    got = {u.position_id: u.stop_pct for u in res.updates}
+    assert got == {"a": 1.0, "b": 85.0}
+
+
+@pytest.mark.parametrize("first", [2.1e-6, 2e-6])
+def test_restored_state_below_its_own_target_is_not_forgotten(first: float) -> None:
+    """R0 (book docstring): a restored stop below the target of its own stored peak
+    (custom levels 50 → 40, 100 → 10; peak 50 %, stored 20 %) must ratchet as soon as a
+    tick sees that peak. A first tick above the peak whose own target (10) does not
+    ratchet writes nothing — kernel path (2.1e-6) or scalar path on a level boundary
+    (2e-6) — and must not hide the pending ratchet: the next tick at or below the peak
+    ratchets to 40, exactly as the scalar rules do."""
+    params = StopLossParams(True, -32.0, "custom", ((50.0, 40.0), (100.0, 10.0)))
+    position = pos("p1", 1e-6, params=params, peak=1.5e-6, pct=20.0)
+    batches = [[("SOLX", first, 1.0)], [("SOLX", 1.45e-6, 2.0)]]
+    _check_against_model([position], batches, [False, False])
+    book = ArmedBook()
+    book.arm([position])
+    assert book.on_ticks(batches[0]).updates == []
+    res = book.on_ticks(batches[1])
+    assert [(u.peak, u.stop_pct) for u in res.updates] == [(1.5e-6, 40.0)]
+    assert res.triggers == []
+
+
+def test_batch_result_defaults() -> None:
+    """An empty batch evaluates nothing."""
+    assert ArmedBook().on_ticks([]) == BatchResult()
+
+
+# -- the property: book == scalar rules ------------------------------------------
+
+
+@dataclass
+class _ModelPos:
+    spec: ArmedPosition
+    peak: float | None
+    pct: float | None
+    exiting: bool = False
+
+
+def _model_run(
+    positions: list[ArmedPosition],
+    batches: list[list[tuple[str, float, float]]],
+    releases: list[bool],
+) -> tuple[list[tuple[float, str, float, float]], list[tuple[float, str, float, float]]]:
+    """evaluate_stop position by position, tick by tick, persisting when ``updated``."""
+    model: dict[str, _ModelPos] = {}
+    for p in positions:  # last wins, like ArmedBook.arm
+        peak, pct = p.peak, p.stop_pct
+        if peak is None and pct is None:
+            pct, peak = initial_stop(p.purchase_price, p.stop)
+        model[p.position_id] = _ModelPos(p, peak, pct)
+    triggers: list[tuple[float, str, float, float]] = []
+    updates: list[tuple[float, str, float, float]] = []
+    for batch, release in zip(batches, releases, strict=True):
+        for token, price, ts in batch:
+            for pid, m in model.items():
+                if m.spec.token != token or m.exiting:
+                    continue
+                d = evaluate_stop(
+                    purchase_price=m.spec.purchase_price,
+                    stored_peak=m.peak,
+                    stored_pct=m.pct,
+                    price=price,
+                    params=m.spec.stop,
+                )
+                if d.updated:
+                    assert d.peak is not None and d.stop_pct is not None
+                    m.peak, m.pct = d.peak, d.stop_pct
+                    updates.append((ts, pid, d.peak, d.stop_pct))
+                if d.triggered:
+                    assert d.stop_pct is not None and d.stop_price is not None
+                    m.exiting = True
+                    triggers.append((ts, pid, d.stop_pct, d.stop_price))
+        if release:
+            for m in model.values():
+                m.exiting = False
+    return sorted(triggers), sorted(updates)
+
+
+_BOUNDARIES = [0.0, 10.0, 20.0, 25.0, 50.0, 85.0, 100.0, 200.0, -32.0, -10.0, 30.0, 60.0]
+_PURCHASES = [1.0, 0.001, 1e-7, 1e-15, 5e-16, 0.0, 123.456, 0.0000805, 2e-9]
+
+levels_st = st.lists(
+    st.tuples(
+        st.one_of(st.sampled_from([20.0, 25.0, 30.0, 50.0, 60.0, 100.0]), st.floats(0.01, 400)),
+        st.one_of(st.sampled_from([0.0, 10.0, 40.0]), st.floats(-5, 300)),
+    ),
+    max_size=5,
+)
+params_st = st.builds(
+    StopLossParams,
+    enabled=st.sampled_from([True, True, True, False]),
+    default_percentage=st.one_of(st.sampled_from([-32.0, -10.0, 0.0, -100.0]), st.floats(-100, 0)),
+    mode=st.sampled_from(["fixed", "exponential", "zones", "custom", "", "trailing?"]),
+    trailing_levels=levels_st.map(tuple),
+)
+
+
+@st.composite
+def position_st(draw: st.DrawFn, index: int) -> ArmedPosition:
+    # Low prices matter most: there a new peak alone is not persisted (SL-12), so only
+    # the exact ratchet decision separates "update" from "nothing".
+    purchase = draw(
+        st.one_of(st.sampled_from(_PURCHASES), st.floats(1e-12, 1e-4), st.floats(1e-4, 1e4))
+    )
+    restored = draw(st.sampled_from(["fresh", "fresh", "full", "peak-only", "pct-only"]))
+    peak = draw(st.floats(0.5, 4.0)) * purchase if restored in ("full", "peak-only") else None
+    pct = draw(st.floats(-60, 250)) if restored in ("full", "pct-only") else None
+    return ArmedPosition(
+        f"p{index}",
+        f"agent{index % 3}",
+        index % 2,
+        draw(st.sampled_from(["TOK-A", "TOK-B"])),
+        purchase,
+        draw(params_st),
+        peak,
+        pct,
+    )
+
+
+@st.composite
+def scenario_st(
+    draw: st.DrawFn,
+) -> tuple[list[ArmedPosition], list[list[tuple[str, float, float]]], list[bool]]:
+    n = draw(st.integers(1, 12))
+    positions = [draw(position_st(i)) for i in range(n)]
+    if draw(st.booleans()):  # a duplicate id: the last one wins
+        positions.append(replace(draw(position_st(0)), position_id="p0"))
+    ticks: list[tuple[str, float, float]] = []
+    for t in range(draw(st.integers(1, 25))):
+        anchor = draw(st.sampled_from(positions))
+        base = anchor.purchase_price or 1e-9
+        kind = draw(st.sampled_from(["boundary", "boundary", "walk", "near-peak", "ratio"]))
+        if kind == "boundary":  # exactly on a mode's branch point, or one ulp off
+            edges = _BOUNDARIES + [c for c, _ in anchor.stop.trailing_levels]
+            price = base * (1 + draw(st.sampled_from(edges)) / 100)
+            price = draw(
+                st.sampled_from(
+                    [price, price, math.nextafter(price, 0.0), math.nextafter(price, math.inf)]
+                )
+            )
+        elif kind == "near-peak":  # tiny rises above a stored peak (SL-12 threshold)
+            price = (anchor.peak or base) + draw(st.sampled_from([0.0, 5e-5, 1e-4, 2e-4]))
+        elif kind == "ratio":
+            price = base * draw(st.floats(0.3, 12.0))
+        else:
+            price = base * math.exp(draw(st.floats(-0.5, 0.5)))
+        if price > 0 and math.isfinite(price):
+            ticks.append((anchor.token, price, float(t)))
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(ticks) - 1)), max_size=4)))
+    bounds = [0, *cuts, len(ticks)]
+    batches = [ticks[a:b] for a, b in itertools.pairwise(bounds) if a < b] or [[]]
+    releases = [draw(st.booleans()) for _ in batches]
+    return positions, batches, releases
+
+
+def _check_against_model(
+    positions: list[ArmedPosition],
+    batches: list[list[tuple[str, float, float]]],
+    releases: list[bool],
+) -> None:
+    book = ArmedBook()
+    book.arm(positions)
+    triggers: list[tuple[float, str, float, float]] = []
+    updates: list[tuple[float, str, float, float]] = []
+    for batch, release in zip(batches, releases, strict=True):
+        res = book.on_ticks(batch)
+        triggers += [(t.ts, t.position_id, t.stop_pct, t.stop_price) for t in res.triggers]
+        updates += [(u.ts, u.position_id, u.peak, u.stop_pct) for u in res.updates]
+        if release:
+            book.release([p.position_id for p in positions])
+    expected_triggers, expected_updates = _model_run(positions, batches, releases)
+    assert sorted(triggers) == expected_triggers
+    assert sorted(updates) == expected_updates
+
+
+Scenario = tuple[list[ArmedPosition], list[list[tuple[str, float, float]]], list[bool]]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario_st())
+def test_book_equals_scalar_rules_tick_by_tick(scenario: Scenario) -> None:
+    """Property: for random positions (four modes plus empty/unknown, random custom
+    levels, tiny and guarded purchase prices, restored or partial state) and random tick
+    paths (on branch points, ±1 ulp, near the peak, walks) cut into batches with random
+    releases, the book's triggers and updates — which position, at which tick, with which
+    stop pct, stop price and peak — equal the scalar rules applied tick by tick."""
+    _check_against_model(*scenario)
+
+
+def test_book_equals_scalar_rules_on_branch_points_grid() -> None:
+    """Exactness where float and decimal disagree: for low purchase prices (where a new
+    peak alone is not persisted, SL-12) and every mode's branch points ±1 ulp, the float
+    peak change often lands on the other side of the branch (1e-7 → 1.2e-7 is 20 in
+    decimal, 19.999999999999996 in float); the book still decides as the scalar rules."""
+    custom = StopLossParams(True, -32.0, "custom", ((20.0, 5.0), (50.0, 30.0), (85.0, 60.0)))
+    modes = [FIXED, ZONES, EXPO, custom, StopLossParams(True, -32.0, "")]
+    purchases = [1e-7, 2e-9, 0.0000805, 3.3e-6, 7.7e-8, 1e-15, 4.2e-5]
+    edges = [0.0, 20.0, 25.0, 50.0, 85.0, 100.0, 200.0]
+    positions: list[ArmedPosition] = []
+    batches: list[list[tuple[str, float, float]]] = []
+    ts = 0.0
+    for q in purchases:
+        for m, params in enumerate(modes):
+            token = f"T{q}-{m}"
+            positions.append(pos(f"{token}-fresh", q, token=token, params=params))
+            batch: list[tuple[str, float, float]] = []
+            for edge in edges:
+                price = q * (1 + edge / 100)
+                for p in (math.nextafter(price, 0.0), price, math.nextafter(price, 1.0)):
+                    ts += 1.0
+                    batch.append((token, p, ts))
+            batches.append(batch)
+    _check_against_model(positions, batches, [False] * len(batches))
