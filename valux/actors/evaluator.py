@@ -225,12 +225,7 @@ class StopLossEvaluator:
         return self.book.last_price(token)
 
     async def latest_prices(self) -> dict[str, tuple[float, float]]:
-        out: dict[str, tuple[float, float]] = {}
-        for token in self.book.price_tokens():
-            latest = self.book.last_price(token)
-            if latest is not None:
-                out[token] = latest
-        return out
+        return self.book.last_prices()
 
     async def armed_ids(self) -> list[str]:
         return self.book.armed_ids()
