@@ -25,7 +25,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from valux.api.app import create_app
 from valux.api.testing import FakeBackend, api_client
-from valux.api.ws import HUB, WsHub
+from valux.api.ws import HUB, WsHub, channel
 
 Client = TestClient[web.Request, web.Application]
 WS = aiohttp.ClientWebSocketResponse
@@ -144,6 +144,18 @@ async def client() -> AsyncIterator[Client]:
 
 
 # --------------------------------------------------- protocol (no Redis needed)
+
+
+def test_channel_names() -> None:
+    """Actors publish to valux:prices, valux:positions and valux:trades (prefix configurable)."""
+    assert [channel(k) for k in ("prices", "position", "trade")] == [
+        "valux:prices",
+        "valux:positions",
+        "valux:trades",
+    ]
+    assert channel("trade", "x") == "x:trades"
+    with pytest.raises(ValueError, match="unknown event kind"):
+        channel("candles")
 
 
 async def test_subscribe_is_acknowledged_with_the_filter(client: Client) -> None:

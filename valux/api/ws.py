@@ -55,6 +55,18 @@ log = structlog.get_logger("valux.api.ws")
 CHANNEL_KINDS: Final = {"prices": "prices", "positions": "position", "trades": "trade"}
 """Channel suffix → event ``type``."""
 
+
+def channel(kind: str, prefix: str = "valux") -> str:
+    """The Redis channel an actor publishes ``kind`` events to (``prices``, ``position``,
+    ``trade``): ``valux:prices``, ``valux:positions``, ``valux:trades``."""
+    for suffix, k in CHANNEL_KINDS.items():
+        if k == kind:
+            return f"{prefix}:{suffix}"
+    raise ValueError(
+        f"unknown event kind {kind!r}; expected one of {sorted(CHANNEL_KINDS.values())}"
+    )
+
+
 CLOSE_TOO_SLOW: Final = int(WSCloseCode.POLICY_VIOLATION)  # 1008
 CLOSE_GOING_AWAY: Final = int(WSCloseCode.GOING_AWAY)  # 1001
 MAX_CLIENT_MESSAGE_BYTES: Final = 64 * 1024
