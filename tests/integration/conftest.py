@@ -13,6 +13,8 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -56,22 +58,34 @@ def server_urls(data_dir: Path) -> Iterator[tuple[str, str]]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def database_url(server_urls: tuple[str, str]) -> Iterator[str]:
-    """A fresh database for this session on the chosen server."""
-    admin_url = server_urls[0]
-    name = f"valux_test_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
+def _admin(admin_url: str, sql: str) -> None:
+    async def run() -> None:
         conn = await asyncpg.connect(admin_url)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    yield _with_database(admin_url, name)
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with ThreadPoolExecutor(1) as pool:  # own thread: callers may be inside an event loop
+        pool.submit(asyncio.run, run()).result()
+
+
+@contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """A new, empty database on the server at ``admin_url``; dropped afterwards."""
+    name = f"valux_test_{uuid.uuid4().hex[:10]}"
+    _admin(admin_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(admin_url, name)
+    finally:
+        _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def database_url(server_urls: tuple[str, str]) -> Iterator[str]:
+    """A fresh database for this session on the chosen server."""
+    with fresh_database(server_urls[0]) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -130,7 +130,23 @@ class StopLossEvaluator:
             )
         self.book.arm(positions)
         ARMED_POSITIONS.set(self.book.armed_count())
+        fresh = [p.position_id for p in positions if p.peak is None and p.stop_pct is None]
+        self._persist_initial_stops(fresh)
         return [True] * len(specs)
+
+    def _persist_initial_stops(self, position_ids: list[str]) -> None:
+        """SL-1: a new position's stop (default %, peak = purchase) is stored at once."""
+        now = time.time()
+        updates = []
+        for pid in position_ids:
+            state = self.book.state(pid)
+            if state is not None:
+                updates.append(
+                    StopUpdate(pid, state.agent_id, state.host, state.token, state.peak,
+                               state.stop_pct, now)
+                )  # fmt: skip
+        if updates:
+            self._queue_stop_updates(updates)
 
     async def settle(self, outcomes: list[tuple[str, bool]]) -> list[bool]:
         """(position_id, closed): closed → disarm; not closed → release to fire again."""

@@ -376,10 +376,12 @@ class WsHub:
         assert self.redis_url is not None
         delay = self.backoff_initial
         while True:
+            tcp = not self.redis_url.startswith("unix:")
             client = aioredis.Redis.from_url(
                 self.redis_url,
                 socket_connect_timeout=2.0,
-                socket_keepalive=True,
+                # unix-socket connections (the embedded Redis) take no keepalive option
+                **({"socket_keepalive": True} if tcp else {}),
                 health_check_interval=self.health_check_interval,
             )
             pubsub = client.pubsub(ignore_subscribe_messages=True)

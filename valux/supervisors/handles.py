@@ -27,6 +27,11 @@ async def actor_handle(name: str, namespace: str) -> Any:
     return handle
 
 
+def clear_cache() -> None:
+    """Forget every cached handle (a new actor system was started in this process)."""
+    _cache.clear()
+
+
 def forget(name: str, namespace: str) -> None:
     """Drop a cached handle (after the actor was killed for good)."""
     _cache.pop((namespace, name), None)

@@ -26,6 +26,7 @@ from valux.ops.embedded import resolve_database_url, resolve_redis_url
 from valux.ops.ports import describe_bind_error
 from valux.persistence.migrations import apply_migrations
 from valux.supervisors import factory
+from valux.supervisors.handles import clear_cache
 from valux.supervisors.naming import ROOT
 from valux.system.backend import RayBackend
 from valux.system.ray_connect import RayConnection, connect
@@ -103,6 +104,7 @@ class Runtime:
             self.say(f"ray: {self.connection.description}")
         else:
             self.say("ray: already connected in this process")
+        clear_cache()
         self.root, _ = await attach_or_start(s, self.database_url, self.redis_url, self.say)
         backend = RayBackend(s, self.pool)
         app = create_app(backend, redis_url=self.redis_url, max_body_bytes=s.api.max_body_bytes)
