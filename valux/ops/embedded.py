@@ -30,7 +30,9 @@ Quirks of the wheels, handled here:
 
 - Running as root, pgserver runs PostgreSQL as a system user ``pgserver``
   (created with ``useradd`` if missing), chowns the data directory to it and
-  adds ``o+rx`` to every parent directory of it, up to ``/``.
+  adds ``o+rx`` to every parent directory of it, up to ``/`` — with the default
+  ``data_dir`` (``~/.valux``) as root, that opens ``/root`` for listing. Run as
+  root with ``data_dir`` elsewhere (e.g. ``/var/lib/valux``) if that matters.
 - pgserver's URL (``postgresql://postgres:@/postgres?host=/dir``) targets the
   ``postgres`` database; valux creates and targets ``valux``.
 - Importing pgserver warns ``RuntimeDirWarning`` when ``XDG_RUNTIME_DIR`` is
