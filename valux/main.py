@@ -85,11 +85,16 @@ async def _run(settings: Any) -> int:
     from valux.system.runtime import Runtime
 
     runtime = Runtime(settings, say=say)
-    await runtime.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+
+    def handle_signals() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+    handle_signals()
+    await runtime.start()  # a signal during start-up is honoured right after it
+    handle_signals()  # ray.init installs its own SIGTERM handler; ours must win
     await stop.wait()
     say("stopping (signal received)")
     await runtime.stop()

@@ -8,9 +8,9 @@ by tick, feeding back what it persists.
 
 from __future__ import annotations
 
-import itertools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -293,7 +293,7 @@ def test_restored_state_below_its_own_target_is_not_forgotten(first: float) -> N
     params = StopLossParams(True, -32.0, "custom", ((50.0, 40.0), (100.0, 10.0)))
     position = pos("p1", 1e-6, params=params, peak=1.5e-6, pct=20.0)
     batches = [[("SOLX", first, 1.0)], [("SOLX", 1.45e-6, 2.0)]]
-    _check_against_model([position], batches, [False, False])
+    _run_steps([("arm", [position]), ("ticks", batches[0]), ("ticks", batches[1])])
     book = ArmedBook()
     book.arm([position])
     assert book.on_ticks(batches[0]).updates == []
@@ -309,6 +309,9 @@ def test_batch_result_defaults() -> None:
 
 # -- the property: book == scalar rules ------------------------------------------
 
+Tick = tuple[str, float, float]
+Step = tuple[str, Any]  # ("arm", [ArmedPosition]) | ("ticks", [Tick]) | ("release"|"disarm", [id])
+
 
 @dataclass
 class _ModelPos:
@@ -318,25 +321,40 @@ class _ModelPos:
     exiting: bool = False
 
 
-def _model_run(
-    positions: list[ArmedPosition],
-    batches: list[list[tuple[str, float, float]]],
-    releases: list[bool],
-) -> tuple[list[tuple[float, str, float, float]], list[tuple[float, str, float, float]]]:
-    """evaluate_stop position by position, tick by tick, persisting when ``updated``."""
-    model: dict[str, _ModelPos] = {}
-    for p in positions:  # last wins, like ArmedBook.arm
-        peak, pct = p.peak, p.stop_pct
-        if peak is None and pct is None:
-            pct, peak = initial_stop(p.purchase_price, p.stop)
-        model[p.position_id] = _ModelPos(p, peak, pct)
-    triggers: list[tuple[float, str, float, float]] = []
-    updates: list[tuple[float, str, float, float]] = []
-    for batch, release in zip(batches, releases, strict=True):
+class _Model:
+    """The reference: ``evaluate_stop`` per position and tick, persisting when ``updated``."""
+
+    def __init__(self) -> None:
+        self.positions: dict[str, _ModelPos] = {}
+
+    def arm(self, positions: list[ArmedPosition]) -> None:
+        for p in positions:
+            old = self.positions.pop(p.position_id, None)
+            peak, pct = p.peak, p.stop_pct
+            if peak is None and pct is None:
+                pct, peak = initial_stop(p.purchase_price, p.stop)  # SL-1
+            self.positions[p.position_id] = _ModelPos(p, peak, pct, old is not None and old.exiting)
+
+    def disarm(self, ids: list[str]) -> int:
+        return sum(self.positions.pop(i, None) is not None for i in set(ids))
+
+    def release(self, ids: list[str]) -> None:
+        for i in ids:
+            if i in self.positions:
+                self.positions[i].exiting = False
+
+    def ticks(self, batch: list[Tick]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
+        """Triggers, updates and the number of evaluations that can act (not exiting,
+        enabled, purchase not guarded by SL-3)."""
+        triggers: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        evaluated = 0
         for token, price, ts in batch:
-            for pid, m in model.items():
+            for pid, m in self.positions.items():
                 if m.spec.token != token or m.exiting:
                     continue
+                q = m.spec.purchase_price
+                evaluated += m.spec.stop.enabled and not (q == 0 or q < 1e-15)
                 d = evaluate_stop(
                     purchase_price=m.spec.purchase_price,
                     stored_peak=m.peak,
@@ -345,17 +363,49 @@ def _model_run(
                     params=m.spec.stop,
                 )
                 if d.updated:
-                    assert d.peak is not None and d.stop_pct is not None
                     m.peak, m.pct = d.peak, d.stop_pct
-                    updates.append((ts, pid, d.peak, d.stop_pct))
+                    update = (pid, m.spec.agent_id, m.spec.host, token, d.peak, d.stop_pct, ts)
+                    updates.append(update)
                 if d.triggered:
-                    assert d.stop_pct is not None and d.stop_price is not None
                     m.exiting = True
-                    triggers.append((ts, pid, d.stop_pct, d.stop_price))
-        if release:
-            for m in model.values():
-                m.exiting = False
-    return sorted(triggers), sorted(updates)
+                    spec = m.spec
+                    trigger = (pid, spec.agent_id, spec.host, token, "stop_loss", price, ts)
+                    triggers.append((*trigger, d.stop_pct, d.stop_price))
+        return sorted(triggers), sorted(updates), evaluated
+
+
+def _run_steps(steps: list[Step]) -> None:
+    """Run ``steps`` on a book and on the model in lockstep; after every step the
+    emitted triggers/updates and every position's state must be equal."""
+    book = ArmedBook()
+    model = _Model()
+    seen: set[str] = set()
+    for kind, arg in steps:
+        if kind == "arm":
+            book.arm(arg)
+            model.arm(arg)
+            seen.update(p.position_id for p in arg)
+        elif kind == "disarm":
+            assert book.disarm(arg) == model.disarm(arg)
+        elif kind == "release":
+            book.release(arg)
+            model.release(arg)
+        else:
+            res = book.on_ticks(arg)
+            got_triggers = sorted(astuple(t) for t in res.triggers)
+            got_updates = sorted(astuple(u) for u in res.updates)
+            assert (got_triggers, got_updates, res.evaluated) == model.ticks(arg)
+        assert book.armed_count() == len(model.positions)
+        assert sorted(book.tokens()) == sorted({m.spec.token for m in model.positions.values()})
+        for pid in seen:
+            m = model.positions.get(pid)
+            state = book.state(pid)
+            if m is None:
+                assert state is None and not book.is_armed(pid)
+                continue
+            expected = replace(m.spec, peak=m.peak, stop_pct=m.pct)
+            assert state == expected
+            assert book.is_exiting(pid) == m.exiting
 
 
 _BOUNDARIES = [0.0, 10.0, 20.0, 25.0, 50.0, 85.0, 100.0, 200.0, -32.0, -10.0, 30.0, 60.0]
@@ -400,73 +450,64 @@ def position_st(draw: st.DrawFn, index: int) -> ArmedPosition:
 
 
 @st.composite
-def scenario_st(
-    draw: st.DrawFn,
-) -> tuple[list[ArmedPosition], list[list[tuple[str, float, float]]], list[bool]]:
+def tick_st(draw: st.DrawFn, pool: list[ArmedPosition], ts: float) -> Tick:
+    """A tick of a pool position's token, placed where decisions change."""
+    anchor = draw(st.sampled_from(pool))
+    base = anchor.purchase_price or 1e-9
+    kind = draw(st.sampled_from(["boundary", "boundary", "walk", "near-peak", "ratio"]))
+    if kind == "boundary":  # exactly on a mode's branch point, or one ulp off
+        edges = _BOUNDARIES + [c for c, _ in anchor.stop.trailing_levels]
+        price = base * (1 + draw(st.sampled_from(edges)) / 100)
+        price = draw(
+            st.sampled_from([price, price, math.nextafter(price, 0.0), math.nextafter(price, 1.0)])
+        )
+    elif kind == "near-peak":  # tiny rises above a stored peak (SL-12 threshold)
+        price = (anchor.peak or base) + draw(st.sampled_from([0.0, 5e-5, 1e-4, 2e-4]))
+    elif kind == "ratio":
+        price = base * draw(st.floats(0.3, 12.0))
+    else:
+        price = base * math.exp(draw(st.floats(-0.5, 0.5)))
+    if not (price > 0 and math.isfinite(price)):
+        price = 1.0
+    return (anchor.token, price, ts)
+
+
+@st.composite
+def steps_st(draw: st.DrawFn) -> list[Step]:
+    """Arm (in chunks, with re-arms and token moves), tick batches, releases, disarms."""
     n = draw(st.integers(1, 12))
-    positions = [draw(position_st(i)) for i in range(n)]
-    if draw(st.booleans()):  # a duplicate id: the last one wins
-        positions.append(replace(draw(position_st(0)), position_id="p0"))
-    ticks: list[tuple[str, float, float]] = []
-    for t in range(draw(st.integers(1, 25))):
-        anchor = draw(st.sampled_from(positions))
-        base = anchor.purchase_price or 1e-9
-        kind = draw(st.sampled_from(["boundary", "boundary", "walk", "near-peak", "ratio"]))
-        if kind == "boundary":  # exactly on a mode's branch point, or one ulp off
-            edges = _BOUNDARIES + [c for c, _ in anchor.stop.trailing_levels]
-            price = base * (1 + draw(st.sampled_from(edges)) / 100)
-            price = draw(
-                st.sampled_from(
-                    [price, price, math.nextafter(price, 0.0), math.nextafter(price, math.inf)]
-                )
-            )
-        elif kind == "near-peak":  # tiny rises above a stored peak (SL-12 threshold)
-            price = (anchor.peak or base) + draw(st.sampled_from([0.0, 5e-5, 1e-4, 2e-4]))
-        elif kind == "ratio":
-            price = base * draw(st.floats(0.3, 12.0))
+    pool = [draw(position_st(i)) for i in range(n)]
+    pool += [
+        replace(draw(position_st(i)), position_id=f"p{i}") for i in range(draw(st.integers(0, 3)))
+    ]
+    ids_st = st.lists(st.sampled_from([p.position_id for p in pool] + ["ghost"]), max_size=4)
+    steps: list[Step] = [("arm", draw(st.lists(st.sampled_from(pool), min_size=1, max_size=n + 2)))]
+    ts = 0.0
+    for _ in range(draw(st.integers(1, 12))):
+        kind = draw(st.sampled_from(["ticks", "ticks", "ticks", "arm", "release", "disarm"]))
+        if kind == "ticks":
+            batch = []
+            for _ in range(draw(st.integers(1, 5))):
+                ts += 1.0
+                batch.append(draw(tick_st(pool, ts)))
+            steps.append(("ticks", batch))
+        elif kind == "arm":
+            steps.append(("arm", draw(st.lists(st.sampled_from(pool), max_size=4))))
         else:
-            price = base * math.exp(draw(st.floats(-0.5, 0.5)))
-        if price > 0 and math.isfinite(price):
-            ticks.append((anchor.token, price, float(t)))
-    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(ticks) - 1)), max_size=4)))
-    bounds = [0, *cuts, len(ticks)]
-    batches = [ticks[a:b] for a, b in itertools.pairwise(bounds) if a < b] or [[]]
-    releases = [draw(st.booleans()) for _ in batches]
-    return positions, batches, releases
-
-
-def _check_against_model(
-    positions: list[ArmedPosition],
-    batches: list[list[tuple[str, float, float]]],
-    releases: list[bool],
-) -> None:
-    book = ArmedBook()
-    book.arm(positions)
-    triggers: list[tuple[float, str, float, float]] = []
-    updates: list[tuple[float, str, float, float]] = []
-    for batch, release in zip(batches, releases, strict=True):
-        res = book.on_ticks(batch)
-        triggers += [(t.ts, t.position_id, t.stop_pct, t.stop_price) for t in res.triggers]
-        updates += [(u.ts, u.position_id, u.peak, u.stop_pct) for u in res.updates]
-        if release:
-            book.release([p.position_id for p in positions])
-    expected_triggers, expected_updates = _model_run(positions, batches, releases)
-    assert sorted(triggers) == expected_triggers
-    assert sorted(updates) == expected_updates
-
-
-Scenario = tuple[list[ArmedPosition], list[list[tuple[str, float, float]]], list[bool]]
+            steps.append((kind, draw(ids_st)))
+    return steps
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenario_st())
-def test_book_equals_scalar_rules_tick_by_tick(scenario: Scenario) -> None:
+@given(steps_st())
+def test_book_equals_scalar_rules_tick_by_tick(steps: list[Step]) -> None:
     """Property: for random positions (four modes plus empty/unknown, random custom
-    levels, tiny and guarded purchase prices, restored or partial state) and random tick
-    paths (on branch points, ±1 ulp, near the peak, walks) cut into batches with random
-    releases, the book's triggers and updates — which position, at which tick, with which
-    stop pct, stop price and peak — equal the scalar rules applied tick by tick."""
-    _check_against_model(*scenario)
+    levels, tiny and guarded purchase prices, restored or partial state), armed in chunks
+    with re-arms, and random tick batches (on branch points, ±1 ulp, near the peak,
+    walks) interleaved with releases and disarms, the book's triggers and updates —
+    which position, at which tick, with which stop pct, stop price and peak — and every
+    position's stored state equal the scalar rules applied tick by tick."""
+    _run_steps(steps)
 
 
 def test_book_equals_scalar_rules_on_branch_points_grid() -> None:
@@ -478,18 +519,17 @@ def test_book_equals_scalar_rules_on_branch_points_grid() -> None:
     modes = [FIXED, ZONES, EXPO, custom, StopLossParams(True, -32.0, "")]
     purchases = [1e-7, 2e-9, 0.0000805, 3.3e-6, 7.7e-8, 1e-15, 4.2e-5]
     edges = [0.0, 20.0, 25.0, 50.0, 85.0, 100.0, 200.0]
-    positions: list[ArmedPosition] = []
-    batches: list[list[tuple[str, float, float]]] = []
+    steps: list[Step] = []
     ts = 0.0
     for q in purchases:
         for m, params in enumerate(modes):
             token = f"T{q}-{m}"
-            positions.append(pos(f"{token}-fresh", q, token=token, params=params))
-            batch: list[tuple[str, float, float]] = []
+            steps.append(("arm", [pos(f"{token}-fresh", q, token=token, params=params)]))
+            batch: list[Tick] = []
             for edge in edges:
                 price = q * (1 + edge / 100)
                 for p in (math.nextafter(price, 0.0), price, math.nextafter(price, 1.0)):
                     ts += 1.0
                     batch.append((token, p, ts))
-            batches.append(batch)
-    _check_against_model(positions, batches, [False] * len(batches))
+            steps.append(("ticks", batch))
+    _run_steps(steps)

@@ -104,6 +104,9 @@ from valux.rules.stop_loss import (
     StopLossParams,
     evaluate_stop,
     initial_stop,
+    peak_change_percent,
+    peak_change_percents,
+    target_percentage,
 )
 
 __all__ = [
@@ -153,10 +156,6 @@ _EXP_EDGES: Final = (TRAILING_THRESHOLD, TRAILING_THRESHOLD + 65.0)
 _INF: Final = math.inf
 
 
-def _finite(x: float) -> bool:
-    return not (math.isinf(x) or math.isnan(x))
-
-
 @dataclass(frozen=True, slots=True)
 class ArmedPosition:
     """One open position as the evaluator arms it.
@@ -177,14 +176,14 @@ class ArmedPosition:
     stop_pct: float | None = None
 
     def __post_init__(self) -> None:
-        if not _finite(self.purchase_price):
+        if not math.isfinite(self.purchase_price):
             raise ValueError(f"{self.position_id}: purchase_price must be finite")
         for name in ("peak", "stop_pct"):
             value = getattr(self, name)
-            if value is not None and not _finite(value):
+            if value is not None and not math.isfinite(value):
                 raise ValueError(f"{self.position_id}: {name} must be finite or None")
-        if not _finite(self.stop.default_percentage) or not all(
-            _finite(c) and _finite(s) for c, s in self.stop.trailing_levels
+        if not math.isfinite(self.stop.default_percentage) or not all(
+            math.isfinite(c) and math.isfinite(s) for c, s in self.stop.trailing_levels
         ):
             raise ValueError(f"{self.position_id}: stop-loss parameters must be finite")
 
@@ -317,13 +316,29 @@ class _ParamTable:
         self.lvl_change = np.hstack([self.lvl_change, np.full((rows, k - old), _INF)])
         self.lvl_stop = np.hstack([self.lvl_stop, np.zeros((rows, k - old))])
 
-    def targets(self, pid: I32, c: F64, tol_c: F64, tol_t: F64) -> tuple[F64, B, B]:
+    def exact_targets(self, pid: I32, c: F64) -> F64:
+        """SL-4/SL-5 targets of *exact* (decimal, SL-2) changes ``c``, bit for bit.
+
+        Fixed ``c − 10`` and zones ``c × keep`` are the same single, correctly
+        rounded IEEE operations in numpy as in Python; exponential runs the
+        scalar rule (``math.exp``) per element; default and custom stops are
+        copied. Then SL-5.4 (a value ≤ 0 gives the default).
+        """
+        zeros = np.zeros(c.shape[0])
+        target, arith, _ = self.targets(pid, c, zeros, zeros, exact=True)
+        out: F64 = np.where(arith & (target <= 0), self.default[pid], target)
+        return out
+
+    def targets(
+        self, pid: I32, c: F64, tol_c: F64, tol_t: F64, *, exact: bool = False
+    ) -> tuple[F64, B, B]:
         """Approximate SL-5 targets of changes ``c`` for params ``pid``.
 
         Returns ``(target, arith, near)``: ``target`` is exact where ``arith``
         is false (default or a custom level's stop) and within the kernel's
         error bound where it is true; ``near`` flags changes within ``tol_c``
-        of a branch point, or arithmetic values ≤ ``tol_t``.
+        of a branch point, or arithmetic values ≤ ``tol_t``. With ``exact``,
+        exponential targets come from the scalar rule (final, not ``arith``).
         """
         mode = self.mode[pid]
         target = self.default[pid]  # fancy indexing: a fresh copy
@@ -357,9 +372,16 @@ class _ParamTable:
             tj = tol_c[j]
             for edge in _EXP_EDGES:
                 near[j] |= np.abs(cj - edge) <= tj
-            on = cj > TRAILING_THRESHOLD
-            target[j] = np.where(on, _exponential_value(cj), target[j])
-            arith[j] = on
+            if exact:
+                params_of = self.params
+                target[j] = [
+                    target_percentage(x, params_of(p))
+                    for x, p in zip(cj.tolist(), pid[j].tolist(), strict=True)
+                ]
+            else:
+                on = cj > TRAILING_THRESHOLD
+                target[j] = np.where(on, _exponential_value(cj), target[j])
+                arith[j] = on
 
         j = np.flatnonzero(mode == _CUSTOM)
         if j.size:
@@ -562,7 +584,7 @@ class ArmedBook:
             else:
                 state.append(_PENDING)
             exiting.append(ex)
-            tb.slot_of[pos.position_id] = start + len(tb.ids)
+            tb.slot_of[pos.position_id] = len(tb.ids)  # ids are slot-aligned
             tb.ids.append(pos.position_id)
             tb.meta.append(pos)
             self._token_of[pos.position_id] = token
@@ -620,7 +642,7 @@ class ArmedBook:
         out = BatchResult()
         for token, raw_price, ts in ticks:
             price = float(raw_price)
-            if not (_finite(price) and price > 0):
+            if not (math.isfinite(price) and price > 0):
                 out.rejected += 1
                 continue
             self._last[token] = (price, ts)
@@ -643,43 +665,128 @@ class ArmedBook:
         hi = np.flatnonzero(tb.gate_hi[:n] < price)
         lo = np.flatnonzero(tb.gate_lo[:n] >= price)
         if hi.size:
-            cand_mask, settle = self._kernel(tb, hi, price)
-            if settle.size:
-                tb.state[settle] = _SETTLED
-                tb.gate_hi[settle] = tb.peak[settle]
-                tb.bounds_stale = True
-            cand = hi[cand_mask]
-            if cand.size:
-                self._scalar(tb, cand, price, ts, out)
-                if lo.size:
-                    lo = lo[np.isin(lo, cand, assume_unique=True, invert=True)]
+            self._peak_side(tb, hi, price, ts, out)
+            if lo.size:  # every slot of ``hi`` has been fully decided
+                lo = lo[np.isin(lo, hi, assume_unique=True, invert=True)]
         if lo.size:
             self._direct_triggers(tb, lo, price, ts, out)
 
-    def _kernel(self, tb: _TokenBook, idx: IDX, price: float) -> tuple[B, IDX]:
-        """Which of ``idx`` (price above ``gate_hi``) need the scalar rules.
+    def _peak_side(
+        self, tb: _TokenBook, hi: IDX, price: float, ts: float, out: BatchResult
+    ) -> None:
+        """Decide the slots whose ``gate_hi`` the price crossed (module docstring, step 2).
 
-        Returns the candidate mask and the pending slots proven settled (no
-        candidate at their own stored peak).
+        The kernel computes, per slot, whether the decision is certain in
+        float64 (``scalar`` false) and if so the new percentage exactly: the
+        target is then either exact (default, a custom level's stop) or
+        certainly below the stored percentage. Certain slots are applied here,
+        vectorised — persisted when SL-12 says so, triggered at the stop price
+        of the new percentage; the others run the scalar rules.
         """
         with np.errstate(all="ignore"):
-            q = tb.purchase[idx]
-            p0 = tb.peak[idx]
-            cur = tb.pct[idx]
-            st = tb.state[idx]
+            q = tb.purchase[hi]
+            p0 = tb.peak[hi]
+            cur = tb.pct[hi]
+            st = tb.state[hi]
             peak = np.maximum(p0, price)
-            cand = (st == _FORCE) | ((peak - p0) > PEAK_PERSIST_THRESHOLD)
             c = (peak - q) / q * 100.0
             ac = np.abs(c)
-            cand |= ~(ac < _C_MAX)
             base = 100.0 + ac
-            tol_c = base * _TOL_C
             tol_t = base * _TOL_T
-            target, arith, near = self._params.targets(tb.pid[idx], c, tol_c, tol_t)
-            cand |= near
-            cand |= np.where(arith, target >= cur - tol_t, target > cur)
-            settle = idx[~cand & (st == _PENDING) & (price <= p0)]
-        return cand, settle
+            target, arith, near = self._params.targets(tb.pid[hi], c, base * _TOL_C, tol_t)
+            scalar = (st == _FORCE) | ~(ac < _C_MAX) | near | (arith & (target >= cur - tol_t))
+            new = np.where(arith, cur, np.maximum(target, cur))  # SL-10, where certain
+            updated = (new != cur) | ((peak - p0) > PEAK_PERSIST_THRESHOLD)  # SL-12
+        vector = ~scalar
+        write = vector & updated
+        changed = []
+        if write.any():
+            slots = hi[write]
+            w_peak = peak[write]
+            w_pct = new[write]
+            tb.peak[slots] = w_peak
+            tb.pct[slots] = w_pct
+            tb.stop_px[slots] = tb.purchase[slots] * (1 + w_pct / 100)  # SL-11, as scalar
+            tb.state[slots] = _SETTLED
+            changed.append(slots)
+            token = tb.token
+            updates = out.updates
+            meta = tb.meta
+            for slot, pk, pct in zip(slots.tolist(), w_peak.tolist(), w_pct.tolist(), strict=True):
+                m = meta[slot]
+                updates.append(StopUpdate(m.position_id, m.agent_id, m.host, token, pk, pct, ts))
+        # A pending slot evaluated at its own stored peak with nothing to write: R0 holds.
+        settle = hi[vector & ~updated & (st == _PENDING) & (price <= p0)]
+        if settle.size:
+            tb.state[settle] = _SETTLED
+            changed.append(settle)
+        if changed:
+            tb.refresh_gates(np.concatenate(changed))
+        decided = hi[vector]
+        fire = decided[price < tb.stop_px[decided]]
+        if fire.size:
+            self._direct_triggers(tb, fire, price, ts, out)
+        if scalar.any():
+            force = scalar & (st == _FORCE)
+            if force.any():
+                self._scalar(tb, hi[force], price, ts, out)
+            exact = scalar & ~force
+            if exact.any():
+                self._exact(tb, hi[exact], peak[exact], price, ts, out)
+
+    def _exact(
+        self, tb: _TokenBook, slots: IDX, peak: F64, price: float, ts: float, out: BatchResult
+    ) -> None:
+        """The scalar rules on slots with complete state, with the one inexact step done
+        exactly: the decimal SL-2 change per slot; the rest (SL-4/5 exact targets,
+        SL-10 ratchet, SL-11 stop price and trigger, SL-12 write) is vectorised with
+        the same IEEE operations as :func:`evaluate_stop`.
+        """
+        out.fallbacks += int(slots.size)
+        q = tb.purchase[slots]
+        p0 = tb.peak[slots]
+        cur = tb.pct[slots]
+        rises = peak > p0  # the evaluation's peak is the tick price
+        c = np.empty(slots.shape[0])
+        if rises.any():
+            c[rises] = peak_change_percents(q[rises].tolist(), price)
+        if not rises.all():
+            keep = ~rises
+            c[keep] = [
+                peak_change_percent(a, b)
+                for a, b in zip(q[keep].tolist(), p0[keep].tolist(), strict=True)
+            ]
+        with np.errstate(all="ignore"):
+            ok = np.isfinite(c)  # SL-3: otherwise no trigger, nothing written
+            target = self._params.exact_targets(tb.pid[slots], c)
+            new = np.where(target > cur, target, cur)  # SL-10
+            updated = ok & ((new != cur) | ((peak - p0) > PEAK_PERSIST_THRESHOLD))  # SL-12
+            stop = q * (1 + new / 100)  # SL-11
+            fire = ok & (price <= stop)
+        changed = []
+        if updated.any():
+            w = slots[updated]
+            w_peak = peak[updated]
+            w_pct = new[updated]
+            tb.peak[w] = w_peak
+            tb.pct[w] = w_pct
+            tb.stop_px[w] = stop[updated]
+            tb.state[w] = _SETTLED
+            changed.append(w)
+            token = tb.token
+            updates = out.updates
+            meta = tb.meta
+            for slot, pk, pct in zip(w.tolist(), w_peak.tolist(), w_pct.tolist(), strict=True):
+                m = meta[slot]
+                updates.append(StopUpdate(m.position_id, m.agent_id, m.host, token, pk, pct, ts))
+        settle = slots[ok & ~updated & (tb.state[slots] == _PENDING) & ~rises]
+        if settle.size:
+            tb.state[settle] = _SETTLED  # evaluated at its own stored peak: R0 holds
+            changed.append(settle)
+        if changed:
+            tb.refresh_gates(np.concatenate(changed))
+        if fire.any():
+            self._direct_triggers(tb, slots[fire], price, ts, out)
 
     def _scalar(
         self, tb: _TokenBook, slots: IDX, price: float, ts: float, out: BatchResult
@@ -688,7 +795,14 @@ class ArmedBook:
         out.fallbacks += int(slots.size)
         params_of = self._params.params
         token = tb.token
-        changed: list[int] = []
+        updates = out.updates
+        triggers = out.triggers
+        upd_slots: list[int] = []
+        upd_peak: list[float] = []
+        upd_pct: list[float] = []
+        upd_px: list[float] = []
+        settled: list[int] = []
+        fired: list[int] = []
         for slot, q, p0, s0, st, pid in zip(
             slots.tolist(),
             tb.purchase[slots].tolist(),
@@ -698,38 +812,30 @@ class ArmedBook:
             tb.pid[slots].tolist(),
             strict=True,
         ):
-            stored_peak = None if math.isnan(p0) else p0
-            stored_pct = None if math.isnan(s0) else s0
             d = evaluate_stop(
                 purchase_price=q,
-                stored_peak=stored_peak,
-                stored_pct=stored_pct,
+                stored_peak=None if p0 != p0 else p0,  # NaN encodes None
+                stored_pct=None if s0 != s0 else s0,
                 price=price,
                 params=params_of(pid),
             )
             meta = tb.meta[slot]
             if d.updated:
-                assert d.peak is not None and d.stop_pct is not None
-                assert d.stop_price is not None
-                tb.peak[slot] = d.peak
-                tb.pct[slot] = d.stop_pct
-                tb.stop_px[slot] = d.stop_price
-                tb.state[slot] = _SETTLED
-                changed.append(slot)
-                out.updates.append(
-                    StopUpdate(
-                        meta.position_id, meta.agent_id, meta.host, token, d.peak, d.stop_pct, ts
-                    )
+                peak, pct, px = d.peak, d.stop_pct, d.stop_price
+                assert peak is not None and pct is not None and px is not None
+                upd_slots.append(slot)
+                upd_peak.append(peak)
+                upd_pct.append(pct)
+                upd_px.append(px)
+                updates.append(
+                    StopUpdate(meta.position_id, meta.agent_id, meta.host, token, peak, pct, ts)
                 )
             elif st == _PENDING and not price > p0:
-                tb.state[slot] = _SETTLED  # evaluated at its own stored peak: R0 holds
-                changed.append(slot)
+                settled.append(slot)  # evaluated at its own stored peak: R0 holds
             if d.triggered:
                 assert d.stop_pct is not None and d.stop_price is not None
-                tb.exiting[slot] = True
-                tb.live -= 1
-                changed.append(slot)
-                out.triggers.append(
+                fired.append(slot)
+                triggers.append(
                     ExitTrigger(
                         meta.position_id,
                         meta.agent_id,
@@ -742,8 +848,19 @@ class ArmedBook:
                         d.stop_price,
                     )
                 )
-        if changed:
-            tb.refresh_gates(np.array(changed, dtype=np.intp))
+        if upd_slots:
+            idx = np.array(upd_slots, dtype=np.intp)
+            tb.peak[idx] = upd_peak
+            tb.pct[idx] = upd_pct
+            tb.stop_px[idx] = upd_px
+            tb.state[idx] = _SETTLED
+        if settled:
+            tb.state[np.array(settled, dtype=np.intp)] = _SETTLED
+        if fired:
+            tb.exiting[np.array(fired, dtype=np.intp)] = True
+            tb.live -= len(fired)
+        if upd_slots or settled or fired:
+            tb.refresh_gates(np.unique(np.array(upd_slots + settled + fired, dtype=np.intp)))
 
     def _direct_triggers(
         self, tb: _TokenBook, slots: IDX, price: float, ts: float, out: BatchResult

@@ -30,6 +30,7 @@ Contracts
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
 
@@ -44,6 +45,7 @@ __all__ = [
     "evaluate_stop",
     "initial_stop",
     "peak_change_percent",
+    "peak_change_percents",
     "stop_price",
     "target_percentage",
 ]
@@ -142,6 +144,22 @@ def peak_change_percent(purchase_price: float, peak: float) -> float:
     return float(_DECIMAL.multiply(_DECIMAL.divide(d, q), _HUNDRED))
 
 
+def peak_change_percents(purchase_prices: Iterable[float], peak: float) -> list[float]:
+    """SL-2 for many purchase prices against one peak (a tick's price).
+
+    Exactly :func:`peak_change_percent` element by element; the peak's decimal
+    is parsed once. Used by the evaluator when many positions' peaks rise to
+    the same tick price.
+    """
+    k = Decimal(repr(peak))
+    sub, div, mul = _DECIMAL.subtract, _DECIMAL.divide, _DECIMAL.multiply
+    out: list[float] = []
+    for purchase_price in purchase_prices:
+        q = Decimal(repr(purchase_price))
+        out.append(float(mul(div(sub(k, q), q), _HUNDRED)))
+    return out
+
+
 def _fixed(change: float, default: float) -> float:
     """SL-6: default below 20, else max(0, change − 10)."""
     if change < TRAILING_THRESHOLD:
@@ -235,10 +253,6 @@ def initial_stop(
     return params.default_percentage, purchase_price
 
 
-def _is_finite(x: float) -> bool:
-    return not (math.isinf(x) or math.isnan(x))
-
-
 def evaluate_stop(
     *,
     purchase_price: float,
@@ -269,7 +283,7 @@ def evaluate_stop(
     if purchase_price == 0 or purchase_price < MIN_PURCHASE_PRICE:
         return StopDecision(False, stored_pct, None, stored_peak, False)
     change = peak_change_percent(purchase_price, peak)
-    if not _is_finite(change):
+    if not math.isfinite(change):
         return StopDecision(False, stored_pct, None, stored_peak, False)
 
     target = target_percentage(change, params) if change >= 0 else params.default_percentage
@@ -284,6 +298,6 @@ def evaluate_stop(
     )
     price_at_stop = stop_price(purchase_price, new_pct)
     triggered = price <= price_at_stop
-    if updated and not (_is_finite(new_pct) and _is_finite(peak) and peak > 0):
+    if updated and not (math.isfinite(new_pct) and math.isfinite(peak) and peak > 0):
         return StopDecision(triggered, stored_pct, price_at_stop, peak, False)
     return StopDecision(triggered, new_pct, price_at_stop, peak, updated)

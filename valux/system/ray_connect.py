@@ -63,12 +63,35 @@ def running_cluster_address() -> tuple[str | None, str | None]:
     )
 
 
+def use_cluster_token() -> None:
+    """Ray 2.60 clusters started with `ray start` require the auth token from ~/.ray/auth_token.
+
+    A driver joining such a cluster must run in token mode; do what the operator would
+    otherwise have to remember (``RAY_AUTH_MODE=token``) when a token exists and no mode
+    was chosen explicitly.
+    """
+    if "RAY_AUTH_MODE" in os.environ or not (Path.home() / ".ray" / "auth_token").exists():
+        return
+    try:  # sets the mode *and* refreshes Ray's cached C++ config
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    except ImportError:  # a Ray without token auth: nothing to do
+        return
+
+
 def connect(settings: Settings, *, log_to_driver: bool = False) -> tuple[RayConnection, list[str]]:
-    """Connect this process to Ray; returns the connection and any warnings."""
+    """Connect this process to Ray; returns the connection and any warnings.
+
+    Call it from the main thread: ``ray.init`` installs signal handlers only there.
+    """
     warnings: list[str] = []
     namespace = settings.ray.namespace
     address = settings.ray.address
     if address:
+        use_cluster_token()
         try:
             ray.init(address=address, namespace=namespace, log_to_driver=log_to_driver)
         except ConnectionError as exc:
@@ -80,6 +103,7 @@ def connect(settings: Settings, *, log_to_driver: bool = False) -> tuple[RayConn
     if stale:
         warnings.append(stale)
     if existing:
+        use_cluster_token()
         ray.init(address=existing, namespace=namespace, log_to_driver=log_to_driver)
         return (
             RayConnection(

@@ -23,13 +23,13 @@ from valux.config.settings import Settings
 from valux.errors import Unavailable
 from valux.observability.logging import configure_logging
 from valux.ops.embedded import resolve_database_url, resolve_redis_url
-from valux.ops.ports import describe_bind_error
+from valux.ops.ports import describe_bind_error, ensure_port_free
 from valux.persistence.migrations import apply_migrations
 from valux.supervisors import factory
 from valux.supervisors.handles import clear_cache
 from valux.supervisors.naming import ROOT
 from valux.system.backend import RayBackend
-from valux.system.ray_connect import RayConnection, connect
+from valux.system.ray_connect import RayConnection, connect, use_cluster_token
 
 Say = Callable[[str], None]
 
@@ -94,11 +94,13 @@ class Runtime:
     async def start(self) -> None:
         s = self.settings
         configure_logging(s.logging.level, s.logging.format, process="api")
+        # Fail in a second, not after Ray and the actors have started.
+        ensure_port_free(s.api.host, s.api.port, who="the valux HTTP API", setting="api.port")
         self.database_url, self.pool = await prepare_database(s, self.say)
         self.redis_url, redis_description = await asyncio.to_thread(resolve_redis_url, s)
         self.say(f"redis: {redis_description}")
         if not ray.is_initialized():
-            self.connection, warnings = await asyncio.to_thread(connect, s)
+            self.connection, warnings = connect(s)  # main thread: blocking is fine at start
             for warning in warnings:
                 self.say(f"warning: {warning}")
             self.say(f"ray: {self.connection.description}")
@@ -174,11 +176,12 @@ def _connect_existing(settings: Settings) -> None:
             "no running Ray cluster found (set RAY_ADDRESS or --address); "
             "a valux started with its own local Ray stops with Ctrl-C instead"
         )
+    use_cluster_token()
     ray.init(address=address, namespace=settings.ray.namespace, log_to_driver=False)
 
 
 async def _root(settings: Settings) -> Any:
-    await asyncio.to_thread(_connect_existing, settings)
+    _connect_existing(settings)  # main thread, before anything else runs
     try:
         return await asyncio.to_thread(ray.get_actor, ROOT, namespace=settings.ray.namespace)
     except ValueError:
