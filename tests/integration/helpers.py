@@ -51,14 +51,14 @@ class Api:
 
 
 async def wait_for(
-    fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 15.0
+    fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], within: float = 15.0
 ) -> T:
     """Poll ``fetch`` until ``done`` holds; fail with the last value after ``timeout``."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     value = await fetch()
     while not done(value):
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {value}")
+            raise AssertionError(f"condition not met within {within}s; last value: {value}")
         await asyncio.sleep(0.05)
         value = await fetch()
     return value

@@ -29,7 +29,7 @@ def test_invalid_configuration_lists_every_problem_without_a_traceback(tmp_path:
     """Bad values from the environment and an unknown key in the config file stop start-up
     with exit code 2 and one message naming each key and where it came from."""
     config = tmp_path / "valux.toml"
-    config.write_text('[api]\nport = 8080\nbogus = 1\n')
+    config.write_text("[api]\nport = 8080\nbogus = 1\n")
     result = subprocess.run(
         [PYTHON, "-m", "valux.main", "--config", str(config)],
         env=_env(VALUX_API__PORT="not-a-port", VALUX_HOSTING__EVALUATORS="0"),

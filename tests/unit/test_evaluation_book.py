@@ -198,6 +198,17 @@ def test_ratchet_sees_every_tick_of_a_batch() -> None:
     assert [(t.stop_pct, t.stop_price, t.ts) for t in res.triggers] == [(40.0, 140.0, 2.0)]
 
 
+def test_new_peak_exactly_at_the_stop_price_triggers() -> None:
+    """SL-11 is inclusive on the rising side too: a restored stop of 30 % with an older
+    peak of 110; a tick at exactly 100 × 1.3 is a new peak (written) and triggers."""
+    book = ArmedBook()
+    book.arm([pos("p1", 100.0, peak=110.0, pct=30.0)])
+    at = stop_price(100.0, 30.0)
+    res = book.on_ticks([("SOLX", at, 1.0)])
+    assert [(u.peak, u.stop_pct) for u in res.updates] == [(at, 30.0)]
+    assert [(t.price, t.stop_pct, t.stop_price) for t in res.triggers] == [(at, 30.0, at)]
+
+
 def test_update_is_emitted_exactly_when_persisted() -> None:
     """SL-12 through the book: a 1e-6 token rising 10 % is not persisted (no update, the
     stored peak stays); rising 30 % is (one update with the decimal-exact values)."""
@@ -454,8 +465,11 @@ def tick_st(draw: st.DrawFn, pool: list[ArmedPosition], ts: float) -> Tick:
     """A tick of a pool position's token, placed where decisions change."""
     anchor = draw(st.sampled_from(pool))
     base = anchor.purchase_price or 1e-9
-    kind = draw(st.sampled_from(["boundary", "boundary", "walk", "near-peak", "ratio"]))
-    if kind == "boundary":  # exactly on a mode's branch point, or one ulp off
+    kind = draw(st.sampled_from(["boundary", "boundary", "walk", "near-peak", "ratio", "stop"]))
+    if kind == "stop":  # exactly at a stop price (SL-11 is inclusive)
+        pct = anchor.stop_pct if anchor.stop_pct is not None else anchor.stop.default_percentage
+        price = stop_price(base, draw(st.sampled_from([pct, 10.0, 20.0, 40.0])))
+    elif kind == "boundary":  # exactly on a mode's branch point, or one ulp off
         edges = _BOUNDARIES + [c for c, _ in anchor.stop.trailing_levels]
         price = base * (1 + draw(st.sampled_from(edges)) / 100)
         price = draw(

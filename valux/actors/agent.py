@@ -89,7 +89,7 @@ class Agent(Entity):
         self.realized_pnl = Decimal(0)
         self.closed_count = 0
 
-    # -- derived ---------------------------------------------------------------
+    # -- derived -----
 
     @property
     def config(self) -> AgentConfig:
@@ -121,7 +121,7 @@ class Agent(Entity):
             "created_at": self.created_at,
         }
 
-    # -- state transitions -------------------------------------------------------
+    # -- state transitions -----
 
     def apply(self, event_type: str, data: dict[str, Any]) -> None:
         handler = getattr(self, f"_on_{event_type}", None)
@@ -192,7 +192,7 @@ class Agent(Entity):
         if len(self.signals) > MAX_REMEMBERED_SIGNALS:
             self.signals.pop(next(iter(self.signals)))
 
-    # -- read model -----------------------------------------------------------------
+    # -- read model -----
 
     def rows(self, event_type: str, data: dict[str, Any]) -> list[RowWrite]:
         if event_type == "agent_created":
@@ -302,7 +302,7 @@ class Agent(Entity):
             ),
         )
 
-    # -- snapshots ---------------------------------------------------------------------
+    # -- snapshots -----
 
     def to_snapshot(self) -> dict[str, Any]:
         return {

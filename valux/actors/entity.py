@@ -35,7 +35,7 @@ class Entity(ABC):
     def stream_id(self) -> str:
         return f"{self.stream_prefix}:{self.id}"
 
-    # -- subclass contract ---------------------------------------------------
+    # -- subclass contract -----
 
     @abstractmethod
     def apply(self, event_type: str, data: dict[str, Any]) -> None:
@@ -53,7 +53,7 @@ class Entity(ABC):
     def load_snapshot(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`to_snapshot`."""
 
-    # -- staging and committing ---------------------------------------------
+    # -- staging and committing -----
 
     def stage(self, commit: Commit, events: list[tuple[str, dict[str, Any]]]) -> list[Event]:
         """Add events (with their read-model rows) to ``commit`` without applying them.
@@ -117,7 +117,7 @@ class Entity(ABC):
         self._events_since_snapshot = 0
         self._last_snapshot_at = time.monotonic()
 
-    # -- recovery ------------------------------------------------------------
+    # -- recovery -----
 
     @classmethod
     def restore(cls, entity_id: str, snapshot: dict[str, Any] | None, seq: int) -> Self:

@@ -55,7 +55,9 @@ def stop_params(rules: dict[str, Any]) -> StopLossParams:
 class StopLossEvaluator:
     """One shard of the token space; see the module docstring for the contract."""
 
-    async def __init__(self, shard: int, settings: Settings, database_url: str) -> None:
+    # Ray runs an async constructor to completion before the actor takes its first call,
+    # which is exactly the recovery contract; mypy only knows synchronous constructors.
+    async def __init__(self, shard: int, settings: Settings, database_url: str) -> None:  # type: ignore[misc]
         self.shard = shard
         self.settings = settings
         self.shards = settings.hosting.evaluators
@@ -79,7 +81,7 @@ class StopLossEvaluator:
         self.rearm_seconds = time.perf_counter() - started
         self.log.info("evaluator_ready", rearmed=self.rearmed, ms=round(self.rearm_seconds * 1000))
 
-    # -- recovery --------------------------------------------------------------------------
+    # -- recovery -----
 
     async def _rearm_from_database(self) -> int:
         rows = await self.pool.fetch(
@@ -105,7 +107,7 @@ class StopLossEvaluator:
         ARMED_POSITIONS.set(self.book.armed_count())
         return len(positions)
 
-    # -- arming ------------------------------------------------------------------------------
+    # -- arming -----
 
     async def arm(self, specs: list[dict[str, Any]]) -> list[bool]:
         """Arm positions; re-arming keeps the trailing state the book already has."""
@@ -140,7 +142,7 @@ class StopLossEvaluator:
         updates = []
         for pid in position_ids:
             state = self.book.state(pid)
-            if state is not None:
+            if state is not None and state.peak is not None and state.stop_pct is not None:
                 updates.append(
                     StopUpdate(pid, state.agent_id, state.host, state.token, state.peak,
                                state.stop_pct, now)
@@ -161,7 +163,7 @@ class StopLossEvaluator:
         ARMED_POSITIONS.set(self.book.armed_count())
         return [True] * len(outcomes)
 
-    # -- ticks -------------------------------------------------------------------------------
+    # -- ticks -----
 
     async def on_ticks(self, ticks: list[tuple[str, float, float]]) -> dict[str, int]:
         """Evaluate a tick batch; dispatch exits; never waits for the exits to finish."""
@@ -235,7 +237,7 @@ class StopLossEvaluator:
                     self._stops.setdefault(pid, value)
                 await asyncio.sleep(1.0)
 
-    # -- queries -------------------------------------------------------------------------------
+    # -- queries -----
 
     async def latest_price(self, token: str) -> tuple[float, float] | None:
         return self.book.last_price(token)

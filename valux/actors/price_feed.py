@@ -38,7 +38,9 @@ _PUBLISH_EVERY_S = 0.1
 class PriceFeed:
     """One price source; see the module docstring for the contract."""
 
-    async def __init__(self, source: str, settings: Settings, redis_url: str | None) -> None:
+    # Ray runs an async constructor to completion before the actor takes its first call,
+    # which is exactly the recovery contract; mypy only knows synchronous constructors.
+    async def __init__(self, source: str, settings: Settings, redis_url: str | None) -> None:  # type: ignore[misc]
         self.source = source
         self.settings = settings
         configure_logging(settings.logging.level, settings.logging.format, process=f"feed-{source}")
@@ -74,7 +76,7 @@ class PriceFeed:
         else:
             raise ValueError(f"unknown price source {source!r}")
 
-    # -- sources ------------------------------------------------------------------------------
+    # -- sources -----
 
     async def _run_simulated(self, feed: SimulatedFeed) -> None:
         interval = self.settings.feeds.simulated.interval_ms / 1000
@@ -102,7 +104,7 @@ class PriceFeed:
         await self._route(self._manual.drain())
         return len(ticks)
 
-    # -- routing ---------------------------------------------------------------------------------
+    # -- routing -----
 
     async def _route(self, batch: list[Tick]) -> None:
         if not batch:
@@ -133,7 +135,7 @@ class PriceFeed:
                 },
             )
 
-    # -- supervision surface -------------------------------------------------------------------------
+    # -- supervision surface -----
 
     async def ping(self) -> dict[str, Any]:
         failed = self._task is not None and self._task.done()

@@ -58,7 +58,7 @@ class Wallet(Entity):
         self.pending: dict[str, dict[str, Any]] = {}  # intent_id -> request fields + reserved
         self.finished: dict[str, dict[str, Any]] = {}  # intent_id -> OrderResult as dict
 
-    # -- queries ---------------------------------------------------------------
+    # -- queries -----
 
     def balance(self, asset: str) -> Decimal:
         return self.balances.get(asset, Decimal(0))
@@ -117,7 +117,7 @@ class Wallet(Entity):
         kind = "intent_filled" if result.state == "filled" else "intent_failed"
         return (kind, result.as_dict())
 
-    # -- state transitions ---------------------------------------------------------
+    # -- state transitions -----
 
     def apply(self, event_type: str, data: dict[str, Any]) -> None:
         for asset, delta in self._deltas(event_type, data).items():
@@ -174,7 +174,7 @@ class Wallet(Entity):
         else:
             self.balances[asset] = amount
 
-    # -- read model -------------------------------------------------------------------
+    # -- read model -----
 
     def rows(self, event_type: str, data: dict[str, Any]) -> list[RowWrite]:
         out: list[RowWrite] = []
@@ -200,7 +200,7 @@ class Wallet(Entity):
             )
         return out
 
-    # -- snapshots -----------------------------------------------------------------------
+    # -- snapshots -----
 
     def to_snapshot(self) -> dict[str, Any]:
         return {

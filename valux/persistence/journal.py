@@ -18,6 +18,7 @@ does not matter, which is what lets rows from many actors be batched with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ class Journal:
         self._pending: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._busy = False
         self.commits = 0
         self.transactions = 0
 
@@ -99,14 +101,12 @@ class Journal:
 
     async def close(self) -> None:
         """Flush what is pending and stop the flusher."""
-        while self._pending:
+        while self._pending or self._busy:  # noqa: ASYNC110 - a short drain at shutdown
             await asyncio.sleep(0.001)
         if self._flusher is not None:
             self._flusher.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-            except asyncio.CancelledError:
-                pass
 
     async def _flush_loop(self) -> None:
         while True:
@@ -116,7 +116,11 @@ class Journal:
             self._wakeup.clear()
             batch, self._pending = self._pending, []
             if batch:
-                await self._flush(batch)
+                self._busy = True
+                try:
+                    await self._flush(batch)
+                finally:
+                    self._busy = False
 
     async def _flush(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()

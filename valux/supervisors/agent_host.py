@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from valux.actors.agent import Agent, exit_rules
+from valux.config.settings import Settings
 from valux.errors import Conflict, InvalidRequest, NotFound
 from valux.observability.metrics import OPEN_POSITIONS, SIGNAL_TO_FILL_SECONDS, SIGNALS
 from valux.observability.publisher import CHANNEL_POSITIONS, CHANNEL_TRADES
@@ -43,8 +44,10 @@ class AgentHost(Host[Agent]):
     kind = "agent"
     entity_type = Agent
 
-    async def __init__(
-        self, slot: int, settings: Any, database_url: str, redis_url: str | None
+    # Ray runs an async constructor to completion before the actor takes its first call,
+    # which is exactly the recovery contract; mypy only knows synchronous constructors.
+    async def __init__(  # type: ignore[misc]
+        self, slot: int, settings: Settings, database_url: str, redis_url: str | None
     ) -> None:
         self.rng = random.Random()
         self._wallet_exec: dict[int, CallBatcher[OrderRequest, OrderResult]] = {}
@@ -66,7 +69,7 @@ class AgentHost(Host[Agent]):
             async with self.mailbox(agent.id):
                 await self._reconcile(agent)
 
-    # -- batched remote calls ----------------------------------------------------------------
+    # -- batched remote calls -----
 
     def _batcher(self, table: dict[int, Any], key: int, send: Any) -> Any:
         batcher = table.get(key)
@@ -148,7 +151,7 @@ class AgentHost(Host[Agent]):
         except Exception as exc:  # a restarting evaluator re-arms from the read model
             self.log.warning("disarm_failed", position_id=position_id, error=str(exc))
 
-    # -- agent lifecycle ------------------------------------------------------------------------
+    # -- agent lifecycle -----
 
     def _get(self, agent_id: str) -> Agent:
         agent = self.entities.get(agent_id)
@@ -232,7 +235,7 @@ class AgentHost(Host[Agent]):
                 await self.persist(agent, [("status_changed", {"status": target})])
             return agent.view()
 
-    # -- signals -----------------------------------------------------------------------------
+    # -- signals -----
 
     async def on_signal(self, signal: Signal) -> list[dict[str, Any]]:
         """Run ``signal`` through every targeted agent of this host, concurrently."""
@@ -398,7 +401,7 @@ class AgentHost(Host[Agent]):
             **extra,
         }
 
-    # -- exits ----------------------------------------------------------------------------------
+    # -- exits -----
 
     async def on_exits(self, exits: list[ExitRequest]) -> list[dict[str, Any]]:
         """Close each position once; answers per request (closed / ignored / failed)."""
@@ -521,16 +524,16 @@ class AgentHost(Host[Agent]):
                 result = OrderResult(intent_id, "failed", reason="not received by the wallet")
             await self._apply_buy_result(agent, intent, result)
         for position in list(agent.positions.values()):
-            intent_id = position.get("exit_intent")
-            if not intent_id:
+            exit_id: str | None = position.get("exit_intent")
+            if not exit_id:
                 continue
             try:
-                result = await self._lookup(agent, intent_id)
+                result = await self._lookup(agent, exit_id)
             except Exception as exc:
-                self.log.warning("reconcile_failed", intent_id=intent_id, error=str(exc))
+                self.log.warning("reconcile_failed", intent_id=exit_id, error=str(exc))
                 continue
             if result is None:
-                result = OrderResult(intent_id, "failed", reason="not received by the wallet")
+                result = OrderResult(exit_id, "failed", reason="not received by the wallet")
             await self._apply_exit_result(agent, position, result)
 
     async def reconcile_all(self) -> int:

@@ -45,7 +45,9 @@ class Host(Generic[E]):
     kind: ClassVar[str]
     entity_type: ClassVar[type[Entity]]
 
-    async def __init__(
+    # Ray runs an async constructor to completion before the actor takes its first call,
+    # which is exactly the recovery contract; mypy only knows synchronous constructors.
+    async def __init__(  # type: ignore[misc]
         self, slot: int, settings: Settings, database_url: str, redis_url: str | None
     ) -> None:
         self.slot = slot
@@ -76,7 +78,7 @@ class Host(Generic[E]):
             recovery_ms=round(self.recovery_seconds * 1000, 1),
         )
 
-    # -- recovery ------------------------------------------------------------------
+    # -- recovery -----
 
     async def entity_ids(self) -> list[str]:
         """Ids of the logical actors this slot hosts (from the read model)."""
@@ -93,7 +95,7 @@ class Host(Generic[E]):
     async def after_recovery(self) -> None:
         """Resolve work a crash left in flight (subclasses override)."""
 
-    # -- mailboxes and commits ----------------------------------------------------------
+    # -- mailboxes and commits -----
 
     @asynccontextmanager
     async def mailbox(self, entity_id: str) -> AsyncIterator[None]:
@@ -130,7 +132,7 @@ class Host(Generic[E]):
             entity.snapshot_taken()
         return len(taken)
 
-    # -- supervision surface --------------------------------------------------------------
+    # -- supervision surface -----
 
     async def ping(self) -> dict[str, Any]:
         return {

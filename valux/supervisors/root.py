@@ -31,7 +31,9 @@ GROUPS = ("evaluators", "wallets", "agents", "feeds")
 class RootSupervisor:
     """The root of the supervision tree; see the module docstring."""
 
-    async def __init__(self, settings: Settings, database_url: str, redis_url: str | None) -> None:
+    # Ray runs an async constructor to completion before the actor takes its first call,
+    # which is exactly the recovery contract; mypy only knows synchronous constructors.
+    async def __init__(self, settings: Settings, database_url: str, redis_url: str | None) -> None:  # type: ignore[misc]
         self.settings = settings
         self.namespace = settings.ray.namespace
         configure_logging(settings.logging.level, settings.logging.format, process="root")
@@ -89,7 +91,7 @@ class RootSupervisor:
                 handle = await asyncio.to_thread(
                     ray.get_actor, child["name"], namespace=self.namespace
                 )
-                report = await asyncio.wait_for(handle.ready_report.remote(), 10)
+                report: dict[str, Any] = await asyncio.wait_for(handle.ready_report.remote(), 10)
                 unarmed += report["unarmed_count"]
             except Exception as exc:
                 reasons.append(f"{child['name']} cannot report armed positions: {exc}")

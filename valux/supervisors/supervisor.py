@@ -60,7 +60,9 @@ class Child:
 class Supervisor:
     """Supervises the children of one kind; see the module docstring."""
 
-    async def __init__(
+    # Ray runs an async constructor to completion before the actor takes its first call,
+    # which is exactly the recovery contract; mypy only knows synchronous constructors.
+    async def __init__(  # type: ignore[misc]
         self, group: str, settings: Settings, database_url: str, redis_url: str | None
     ) -> None:
         self.group = group
@@ -80,7 +82,7 @@ class Supervisor:
         self.state = "running"
         self._monitor = asyncio.get_running_loop().create_task(self._monitor_loop())
 
-    # -- which children ---------------------------------------------------------------------
+    # -- which children -----
 
     async def _desired_keys(self) -> list[Any]:
         if self.group == "evaluators":
@@ -120,7 +122,7 @@ class Supervisor:
             return (key, self.settings, self.redis_url)
         return (key, self.settings, self.database_url, self.redis_url)
 
-    # -- starting children -------------------------------------------------------------------
+    # -- starting children -----
 
     async def ensure(self, key: Any) -> dict[str, Any]:
         """Start (or adopt) the child for ``key`` and wait until it has recovered."""
@@ -139,7 +141,7 @@ class Supervisor:
             child.state = "running"
         return child.view()
 
-    # -- monitoring ------------------------------------------------------------------------------
+    # -- monitoring -----
 
     async def _monitor_loop(self) -> None:
         interval = self.settings.supervision.ping_interval_s
@@ -205,7 +207,7 @@ class Supervisor:
             "failed" if "failed" in states else "degraded" if "degraded" in states else "running"
         )
 
-    # -- queries ------------------------------------------------------------------------------------
+    # -- queries -----
 
     async def ping(self) -> dict[str, Any]:
         return {"group": self.group, "state": self.state, "children": len(self.children)}

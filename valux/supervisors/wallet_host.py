@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from valux.actors.wallet import Wallet
+from valux.config.settings import Settings
 from valux.errors import Conflict, NotFound
 from valux.observability.metrics import ORDERS
 from valux.schema.messages import OrderRequest, OrderResult
@@ -36,8 +37,11 @@ class WalletHost(Host[Wallet]):
     kind = "wallet"
     entity_type = Wallet
 
-    async def __init__(self, *args: Any, **kwargs: Any) -> None:
-        settings = args[1] if len(args) > 1 else kwargs["settings"]
+    # Ray runs an async constructor to completion before the actor takes its first call,
+    # which is exactly the recovery contract; mypy only knows synchronous constructors.
+    async def __init__(  # type: ignore[misc]
+        self, slot: int, settings: Settings, database_url: str, redis_url: str | None
+    ) -> None:
         self.prices = PriceLookup(settings.hosting.evaluators, settings.ray.namespace)
         paper = settings.venue.paper
         self.venue = PaperVenue(
@@ -52,7 +56,7 @@ class WalletHost(Host[Wallet]):
             rng=random.Random(),
         )
         self._resolver: asyncio.Task[None] | None = None
-        await super().__init__(*args, **kwargs)
+        await super().__init__(slot, settings, database_url, redis_url)
 
     async def entity_ids(self) -> list[str]:
         rows = await self.pool.fetch("SELECT id FROM wallets WHERE host_slot = $1", self.slot)
@@ -65,7 +69,7 @@ class WalletHost(Host[Wallet]):
                 await self._resolve(wallet, intent_id, resubmit=True)
         self._ensure_resolver()
 
-    # -- commands ------------------------------------------------------------------------
+    # -- commands -----
 
     async def create_wallet(
         self, wallet_id: str, agent_id: str, initial: Decimal, quote_asset: str
@@ -127,7 +131,7 @@ class WalletHost(Host[Wallet]):
                 out.append(wallet.known_result(intent_id))
         return out
 
-    # -- internals ---------------------------------------------------------------------------
+    # -- internals -----
 
     def _get(self, wallet_id: str) -> Wallet:
         wallet = self.entities.get(wallet_id)

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from prometheus_client.metrics_core import Metric
@@ -48,6 +48,11 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def json_dict(value: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`jsonable` for a mapping, typed as the dict it returns."""
+    return cast(dict[str, Any], jsonable(value))
+
+
 _POSITION_COLUMNS = (
     "p.id, p.agent_id, p.wallet_id, p.token, p.status, p.amount, p.remaining, p.purchase_price,"
     " p.invested, p.proceeds, p.realized_pnl, p.exit_reason, p.signal_id, p.opened_at,"
@@ -64,7 +69,7 @@ def _position(row: asyncpg.Record) -> dict[str, Any]:
         if stop_pct is None or out["status"] != "open"
         else str(Decimal(str(float(purchase) * (1 + stop_pct / 100))))
     )
-    return jsonable(out)  # type: ignore[no-any-return]
+    return json_dict(out)
 
 
 class RayBackend:
@@ -78,7 +83,7 @@ class RayBackend:
         self.started_at = time.time()
         self._locations: dict[str, asyncpg.Record] = {}
 
-    # -- helpers -------------------------------------------------------------------------
+    # -- helpers -----
 
     async def _root(self) -> Any:
         try:
@@ -101,7 +106,7 @@ class RayBackend:
     async def _agent_host(self, agent_id: str) -> Any:
         return await agent_host_handle((await self._location(agent_id))["host_slot"], self.ns)
 
-    # -- agents ----------------------------------------------------------------------------
+    # -- agents -----
 
     async def create_agent(
         self,
@@ -133,7 +138,7 @@ class RayBackend:
             agent_id, name, _plain(config), wallet_id, wallet_slot, number
         )
         self._locations.pop(agent_id, None)
-        return jsonable(view)  # type: ignore[no-any-return]
+        return json_dict(view)
 
     async def list_agents(self) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
@@ -148,21 +153,21 @@ class RayBackend:
         views = await host.describe.remote([agent_id])
         if not views:
             raise NotFound(f"agent {agent_id} not found")
-        return jsonable(views[0])  # type: ignore[no-any-return]
+        return json_dict(views[0])
 
     async def update_agent(
         self, agent_id: str, *, name: str | None, config_patch: Mapping[str, Any] | None
     ) -> dict[str, Any]:
         host = await self._agent_host(agent_id)
         view = await host.update_agent.remote(agent_id, name, _plain(config_patch))
-        return jsonable(view)  # type: ignore[no-any-return]
+        return json_dict(view)
 
     async def _status(self, agent_id: str, action: str) -> dict[str, Any]:
         host = await self._agent_host(agent_id)
         view = await host.set_status.remote(agent_id, action)
         if action == "delete":
             self._locations.pop(agent_id, None)
-        return jsonable(view)  # type: ignore[no-any-return]
+        return json_dict(view)
 
     async def delete_agent(self, agent_id: str) -> dict[str, Any]:
         return await self._status(agent_id, "delete")
@@ -173,7 +178,7 @@ class RayBackend:
     async def resume_agent(self, agent_id: str) -> dict[str, Any]:
         return await self._status(agent_id, "resume")
 
-    # -- wallets -----------------------------------------------------------------------------
+    # -- wallets -----
 
     async def get_wallet(self, agent_id: str) -> dict[str, Any]:
         loc = await self._location(agent_id)
@@ -181,15 +186,15 @@ class RayBackend:
         views = await wallets.describe.remote([loc["wallet_id"]])
         if not views or views[0] is None:
             raise NotFound(f"wallet of agent {agent_id} not found")
-        return jsonable(views[0])  # type: ignore[no-any-return]
+        return json_dict(views[0])
 
     async def deposit(self, agent_id: str, *, asset: str, amount: Decimal) -> dict[str, Any]:
         loc = await self._location(agent_id)
         wallets = await wallet_host_handle(loc["wallet_slot"], self.ns)
         view = await wallets.deposit.remote(loc["wallet_id"], asset, amount)
-        return jsonable(view)  # type: ignore[no-any-return]
+        return json_dict(view)
 
-    # -- signals ---------------------------------------------------------------------------------
+    # -- signals -----
 
     async def post_signal(self, signal: SignalIn) -> dict[str, Any]:
         body = signal.model_dump(mode="json")
@@ -242,16 +247,16 @@ class RayBackend:
             " WHERE signal_id = $1 ORDER BY agent_id",
             signal_id,
         )
-        return jsonable(
+        return json_dict(
             {
                 "signal_id": signal_id,
                 "signal": json.loads(row["body"]),
                 "received_at": row["received_at"],
                 "outcomes": [dict(o) for o in outcomes],
             }
-        )  # type: ignore[no-any-return]
+        )
 
-    # -- positions and trades -----------------------------------------------------------------------
+    # -- positions and trades -----
 
     async def list_positions(
         self, *, agent_id: str | None, status: str | None, limit: int, offset: int
@@ -289,7 +294,7 @@ class RayBackend:
             raise Conflict(f"position {position_id} is already {row['status']}")
         host = await self._agent_host(row["agent_id"])
         result = await host.close_position.remote(row["agent_id"], position_id)
-        return jsonable(result)  # type: ignore[no-any-return]
+        return json_dict(result)
 
     async def list_trades(
         self, *, agent_id: str | None, limit: int, offset: int
@@ -305,7 +310,7 @@ class RayBackend:
         )
         return [jsonable(dict(r)) for r in rows]
 
-    # -- prices and feeds ----------------------------------------------------------------------------
+    # -- prices and feeds -----
 
     async def prices(self) -> dict[str, Any]:
         evaluators = [
@@ -327,7 +332,7 @@ class RayBackend:
         accepted: int = await feed.push.remote(ticks)
         return accepted
 
-    # -- health and observability -------------------------------------------------------------------
+    # -- health and observability -----
 
     async def health_ready(self) -> tuple[bool, list[str]]:
         try:
@@ -342,7 +347,7 @@ class RayBackend:
     async def supervisors(self) -> dict[str, Any]:
         root = await self._root()
         tree: dict[str, Any] = await asyncio.wait_for(root.tree.remote(), 10)
-        return jsonable(tree)  # type: ignore[no-any-return]
+        return json_dict(tree)
 
     async def health_status(self) -> dict[str, Any]:
         tree = await self.supervisors()

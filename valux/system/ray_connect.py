@@ -125,7 +125,7 @@ def connect(settings: Settings, *, log_to_driver: bool = False) -> tuple[RayConn
         dashboard_port=dashboard_port,
         log_to_driver=log_to_driver,
     )
-    gcs = context.address_info.get("gcs_address", "?")
+    gcs = getattr(context, "address_info", {}).get("gcs_address", "?")
     dashboard = context.dashboard_url or "disabled"
     return (
         RayConnection("local", gcs, f"local Ray instance (GCS {gcs}, dashboard {dashboard})", True),
