@@ -10,6 +10,8 @@ import itertools
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from valux.rules.stop_loss import (
     StopDecision,
@@ -17,6 +19,7 @@ from valux.rules.stop_loss import (
     evaluate_stop,
     initial_stop,
     peak_change_percent,
+    peak_change_percents,
     stop_price,
     target_percentage,
 )
@@ -422,3 +425,16 @@ def test_sl16_phantom_gain_after_dca_triggers() -> None:
     assert d.stop_price == 9.195000000000001e-05
     assert round(d.stop_price, 11) == 0.00009195
     assert d.triggered and d.updated and d.peak == 0.0001
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(1e-15, 1e6) | st.sampled_from([0.1, 1e-7, 0.0000805, 3.0]), max_size=8),
+    st.floats(1e-15, 1e9) | st.sampled_from([0.3, 1.2e-7, 0.0001]),
+)
+def test_sl2_batched_peak_change_equals_the_scalar(purchases: list[float], peak: float) -> None:
+    """SL-2: the evaluator's batched form (one peak, many purchase prices) gives exactly
+    the scalar decimal result for every element."""
+    assert peak_change_percents(purchases, peak) == [
+        peak_change_percent(q, peak) for q in purchases
+    ]

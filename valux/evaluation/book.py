@@ -11,10 +11,9 @@ Contracts
 ---------
 - **Exactness.** For each tick the book emits an :class:`ExitTrigger` exactly
   when ``evaluate_stop(...).triggered`` and a :class:`StopUpdate` exactly when
-  ``evaluate_stop(...).updated`` (SL-12), with the stored state as input, and
-  stores ``peak``/``stop_pct`` only when updated (what the reference persists
-  is what the next evaluation reads). Every emitted number comes either from
-  ``evaluate_stop`` itself or from stored values.
+  ``evaluate_stop(...).updated`` (SL-12), with the same numbers bit for bit,
+  taking the stored state as input and storing ``peak``/``stop_pct`` only when
+  updated (what the reference persists is what its next evaluation reads).
 - **Exactly-once exits.** A triggered position is *exiting*: it is not
   evaluated again until :meth:`ArmedBook.release` (its sale failed) or
   :meth:`ArmedBook.disarm`. Re-arming an exiting position refreshes its state
@@ -46,32 +45,47 @@ At a tick ``p``:
    no peak write; the only possible event is the trigger ``p ≤ stop price``,
    and the stop price is the cached double ``purchase × (1 + s/100)`` —
    the same IEEE operations as the scalar rule. Exact.
-2. ``p > P`` (``gate_hi`` crossed): the *kernel* decides, for these slots
-   only, whether anything can happen: the peak moved by more than 0.0001
-   (exact float test, as SL-12), or the target at the new peak *might*
-   exceed ``s``. It computes the peak change in float64,
-   ``c_f = (p − q)/q × 100``, which differs from the decimal SL-2 value
-   ``c_d`` by at most ``7e-16 × (100 + |c|)`` (0.5 ulp from seeding each
-   operand from its shortest string, three float roundings, 20-digit decimal
-   roundings, one conversion). With ``tol_c = 1e-12 × (100 + |c|)``:
+2. ``p > P`` (``gate_hi`` crossed): the *kernel* runs on these slots only.
+   It computes the peak change in float64, ``c_f = (p − q)/q × 100``, which
+   differs from the decimal SL-2 value ``c_d`` by at most
+   ``7e-16 × (100 + |c|)`` (0.5 ulp from seeding each operand from its
+   shortest string, three float roundings, 20-digit decimal roundings, one
+   conversion; measured worst case 4.4e-16). With
+   ``tol_c = 1e-12 × (100 + |c|)`` and ``tol_t = 1e-11 × (100 + |c|)``:
 
    - if ``c_f`` is within ``tol_c`` of a branch point of the slot's mode
      (0; 20 in every trailing mode; 25/50/100/200 for zones; 85 for the
-     exponential acceleration branch; each custom level's change) the slot
-     drops to scalar code;
-   - otherwise ``c_d`` lies in the same branch, where the target is either
-     exact (default, custom level stop) and compared with ``>``, or an
-     arithmetic value with Lipschitz constant ≤ 3 in ``c`` (fixed: 1,
-     zones: ≤ 0.85, exponential: < 3), evaluated with at most a few ulps of
-     error; it is compared as ``target_f ≥ s − tol_t`` with
-     ``tol_t = 1e-11 × (100 + |c|)`` — far above ``3 × 7e-16 × (100 + |c|)``
-     plus the evaluation error. A value ≤ ``tol_t`` (the "value ≤ 0 →
-     default" rule, SL-5.4) also drops to scalar.
+     exponential acceleration branch; each custom level's change), the slot
+     is *uncertain*;
+   - otherwise ``c_d`` lies in the same branch. There the target is either
+     exact (the default, a custom level's stop) — so the ratchet (SL-10),
+     the SL-12 write and the SL-11 trigger at the new stop are computed
+     exactly, vectorised — or an arithmetic value (fixed ``c − 10``, zones
+     ``c × keep``, exponential) with Lipschitz constant ≤ 3 in ``c``,
+     evaluated with at most a few ulps of error. If that value is
+     ``< s − tol_t`` the true target is below ``s`` too: no ratchet, and the
+     write (peak moved by more than 0.0001, an exact float test) and the
+     trigger at the stored stop are exact. If it is ``≥ s − tol_t`` (a
+     ratchet is likely: its value depends on every bit of ``c_d``) or
+     ``≤ tol_t`` (the SL-5.4 "value ≤ 0 → default" edge), the slot is
+     uncertain.
 
-   So the kernel can only err towards "maybe", never miss a ratchet.
-3. Every slot the kernel flags (and every slot whose state has a ``None``)
-   is evaluated with the scalar :func:`evaluate_stop` on the decimal path,
-   and its result is applied and emitted as is.
+   The tolerances are ≥ 1000× the error bounds, so a certain decision is the
+   scalar rules' decision; the kernel can only err towards "uncertain".
+3. Uncertain slots get the scalar rules with the one inexact step done
+   exactly: the decimal SL-2 change per slot (:func:`peak_change_percents`
+   parses the tick price once), then exact targets — fixed and zones are the
+   same single, correctly rounded IEEE operations in numpy as in Python,
+   exponential runs the scalar rule (``math.exp``) per element — and the
+   ratchet, write and trigger vectorised with the scalar rules' operations.
+   Slots whose stored state has a ``None`` run :func:`evaluate_stop` itself.
+
+So Python touches a position only when the tick moves its stop (an SL-12
+write of a ratcheted percentage, which the journal must take anyway) or when
+its change sits within 1e-12 of a branch point; peak-only writes, custom
+ratchets and triggers are vectorised. The property test in
+``tests/unit/test_evaluation_book.py`` checks all of it against
+:func:`evaluate_stop` run position by position, tick by tick.
 
 Gates make step 1 two comparisons per tick: ``gate_lo`` is the stop price
 (``-inf`` when the slot cannot trigger on the fast path) and ``gate_hi`` the
@@ -723,7 +737,7 @@ class ArmedBook:
         if changed:
             tb.refresh_gates(np.concatenate(changed))
         decided = hi[vector]
-        fire = decided[price < tb.stop_px[decided]]
+        fire = decided[price <= tb.stop_px[decided]]
         if fire.size:
             self._direct_triggers(tb, fire, price, ts, out)
         if scalar.any():

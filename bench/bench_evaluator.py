@@ -1,0 +1,123 @@
+"""Per-batch stop-loss evaluation time of the armed book (no Ray, no I/O).
+
+    python -m bench.bench_evaluator --positions 100000 --batches 200
+
+Arms N positions on one token with trailing stops in mixed modes (fixed,
+exponential, zones, custom; 1,000 agent configs), then feeds batches of ticks
+from a geometric random walk and times :meth:`ArmedBook.on_ticks` per batch.
+Positions that trigger are replaced between batches (untimed) by fresh ones,
+so N stays constant. Prints one table row; asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import random
+import time
+from collections.abc import Sequence
+
+from valux.evaluation.book import ArmedBook, ArmedPosition
+from valux.rules.stop_loss import StopLossParams
+
+TOKEN = "BENCH"
+CUSTOM_LEVELS = ((200.0, 150.0), (100.0, 70.0), (50.0, 30.0), (20.0, 10.0))
+
+
+def agent_configs(count: int, rng: random.Random) -> list[StopLossParams]:
+    """``count`` agent stop-loss configs, the four modes in turn, varied defaults."""
+    modes = ("fixed", "exponential", "zones", "custom")
+    return [
+        StopLossParams(
+            enabled=True,
+            default_percentage=float(rng.choice((-32, -25, -20, -40, -15))),
+            mode=modes[i % 4],
+            trailing_levels=CUSTOM_LEVELS if modes[i % 4] == "custom" else (),
+        )
+        for i in range(count)
+    ]
+
+
+def make_position(
+    index: int, price: float, configs: Sequence[StopLossParams], rng: random.Random
+) -> ArmedPosition:
+    """A fresh position bought around ``price`` (±15 % log-normal)."""
+    agent = index % len(configs)
+    return ArmedPosition(
+        position_id=f"pos-{index}",
+        agent_id=f"agent-{agent}",
+        host=agent % 32,
+        token=TOKEN,
+        purchase_price=price * math.exp(rng.gauss(0.0, 0.15)),
+        stop=configs[agent],
+    )
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def run(positions: int, batches: int, ticks: int, vol: float, warmup: int, seed: int) -> None:
+    rng = random.Random(seed)
+    configs = agent_configs(1000, rng)
+    price = 1.0
+    book = ArmedBook()
+    t0 = time.perf_counter()
+    book.arm(make_position(i, price, configs, rng) for i in range(positions))
+    arm_s = time.perf_counter() - t0
+    gc.collect()
+    gc.freeze()  # the armed population is long-lived: keep it out of GC passes
+    next_id = positions
+    times: list[float] = []
+    fallbacks = triggers = updates = 0
+    ts = 0.0
+    for b in range(warmup + batches):
+        batch = []
+        for _ in range(ticks):
+            price *= math.exp(rng.gauss(0.0, vol))
+            ts += 1.5
+            batch.append((TOKEN, price, ts))
+        t = time.perf_counter_ns()
+        res = book.on_ticks(batch)
+        elapsed_ms = (time.perf_counter_ns() - t) / 1e6
+        if b >= warmup:
+            times.append(elapsed_ms)
+            fallbacks += res.fallbacks
+            triggers += len(res.triggers)
+            updates += len(res.updates)
+        if res.triggers:  # sold: replace by fresh positions (untimed)
+            book.disarm(t.position_id for t in res.triggers)
+            fresh = [
+                make_position(next_id + k, price, configs, rng) for k in range(len(res.triggers))
+            ]
+            next_id += len(fresh)
+            book.arm(fresh)
+    times.sort()
+    n = len(times)
+    print(
+        f"{'positions':>10} {'ticks/batch':>11} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+        f" {'mean ms':>8} {'scalar/b':>9} {'trig/b':>7} {'upd/b':>7} {'arm s':>6}"
+    )
+    p50, p99 = percentile(times, 0.50), percentile(times, 0.99)
+    print(
+        f"{positions:>10} {ticks:>11} {p50:>8.3f} {p99:>8.3f}"
+        f" {times[-1]:>8.3f} {sum(times) / n:>8.3f} {fallbacks / n:>9.1f} {triggers / n:>7.1f}"
+        f" {updates / n:>7.1f} {arm_s:>6.2f}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--positions", type=int, default=100_000)
+    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--ticks", type=int, default=1, help="ticks of the token per batch")
+    parser.add_argument("--vol", type=float, default=0.002, help="log-price stdev per tick")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed batches first")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    run(args.positions, args.batches, args.ticks, args.vol, args.warmup, args.seed)
+
+
+if __name__ == "__main__":
+    main()
