@@ -252,6 +252,8 @@ def test_invalid_ticks_are_rejected_and_last_price_kept() -> None:
     assert book.last_price("SOLX") == (99.0, 2.0)
     assert book.last_price("ZZZ") == (3.0, 3.0)
     assert book.last_price("none") is None
+    assert book.last_prices() == {"SOLX": (99.0, 2.0), "ZZZ": (3.0, 3.0)}
+    assert book.armed_ids() == ["p1"]
 
 
 def test_partial_restored_state_is_evaluated_exactly() -> None:

@@ -531,6 +531,14 @@ class ArmedBook:
         """``(price, ts)`` of the last valid tick seen for ``token``."""
         return self._last.get(token)
 
+    def last_prices(self) -> dict[str, tuple[float, float]]:
+        """``token → (price, ts)`` of the last valid tick of every token seen."""
+        return dict(self._last)
+
+    def armed_ids(self) -> list[str]:
+        """Ids of every armed position (live or exiting)."""
+        return list(self._token_of)
+
     def state(self, position_id: str) -> ArmedPosition | None:
         """The position with its current stored ``peak`` and ``stop_pct``."""
         token = self._token_of.get(position_id)
