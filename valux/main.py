@@ -43,14 +43,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from valux.config.settings import FromFlag
+
     flags = {
-        "ray.address": args.address,
-        "api.host": args.host,
-        "api.port": args.port,
-        "data_dir": args.data_dir,
-        "logging.level": args.log_level,
+        "ray.address": ("--address", args.address),
+        "api.host": ("--host", args.host),
+        "api.port": ("--port", args.port),
+        "data_dir": ("--data-dir", args.data_dir),
+        "logging.level": ("--log-level", args.log_level),
     }
-    return {k: v for k, v in flags.items() if v is not None}
+    return {k: FromFlag(v, flag) for k, (flag, v) in flags.items() if v is not None}
 
 
 def say(message: str) -> None:

@@ -45,7 +45,6 @@ def test_defaults_match_the_documented_values() -> None:
     assert s.ray.namespace == "valux"
     assert s.ray.dashboard_host == "127.0.0.1"
     assert s.ray.dashboard_port == 8265
-    assert s.ray.local_port is None
     assert (s.database.url, s.database.pool_min_size, s.database.pool_max_size) == (None, 1, 4)
     assert s.database.connect_timeout_s == 10.0
     assert s.redis.url is None
@@ -178,13 +177,12 @@ def test_specific_env_name_beats_the_well_known_one() -> None:
 
 def test_empty_env_value_unsets_an_optional_setting(tmp_path: Path) -> None:
     """An empty VALUX_* value means None for optional settings; an empty DATABASE_URL is ignored."""
-    config = write(tmp_path, '[ray]\naddress = "auto"\nlocal_port = 6380\n')
+    config = write(tmp_path, '[ray]\naddress = "auto"\nnamespace = "x"\n')
     s = load_settings(
         config_file=config,
-        env={"VALUX_RAY__ADDRESS": "", "VALUX_RAY__LOCAL_PORT": "", "DATABASE_URL": ""},
+        env={"VALUX_RAY__ADDRESS": "", "DATABASE_URL": ""},
     )
     assert s.ray.address is None
-    assert s.ray.local_port is None
     assert s.database.url is None
 
 
@@ -219,10 +217,9 @@ def test_money_from_toml_stays_an_exact_decimal(tmp_path: Path) -> None:
 
 
 def test_port_zero_is_allowed() -> None:
-    """api.port = 0 (pick a free port) and ray.local_port = 0 are valid."""
-    s = load_settings(env={"VALUX_API__PORT": "0", "VALUX_RAY__LOCAL_PORT": "0"})
+    """api.port = 0 (pick a free port) is valid."""
+    s = load_settings(env={"VALUX_API__PORT": "0"})
     assert s.api.port == 0
-    assert s.ray.local_port == 0
 
 
 # --------------------------------------------------------------------- errors
@@ -367,7 +364,7 @@ def test_redact_url_leaves_urls_without_password_alone() -> None:
 
 def test_env_var_for_maps_dotted_keys() -> None:
     """env_var_for gives the VALUX_ spelling of a dotted key."""
-    assert env_var_for("ray.local_port") == "VALUX_RAY__LOCAL_PORT"
+    assert env_var_for("ray.dashboard_port") == "VALUX_RAY__DASHBOARD_PORT"
     assert env_var_for("data_dir") == "VALUX_DATA_DIR"
 
 

@@ -140,9 +140,6 @@ class RaySettings(_Section):
     dashboard_host: str = Field(default="127.0.0.1", min_length=1)
     """Localhost unless the operator opts in (the dashboard can control the cluster)."""
     dashboard_port: Port = 8265
-    local_port: Port | None = None
-    """GCS port when valux starts its own local Ray; None or 0 = a free port
-    (``ray start --head`` would default to 6379, where Redis often listens)."""
 
 
 # ---------------------------------------------------------------------- database

@@ -6,7 +6,7 @@ taken, valux says in ONE line which port, who is sitting on it (best effort),
 which part of valux wanted it and which setting moves it::
 
     port 6379 on 127.0.0.1 is already in use (a Redis server is listening there);
-    valux's local Ray head wanted it — set ray.local_port / VALUX_RAY__LOCAL_PORT
+    valux's local Ray head wanted it — set ray.dashboard_port / VALUX_RAY__DASHBOARD_PORT
     to another port, or point ray.address at an existing cluster
 
 :func:`ensure_port_free` is a pre-flight check (the port can still be taken
@@ -64,7 +64,7 @@ def ensure_port_free(
     """Raise :class:`PortInUseError` unless ``port`` on ``host`` can be listened on.
 
     ``who`` is the part of valux that wants the port ("valux's local Ray head"),
-    ``setting`` the dotted setting that moves it ("ray.local_port"), ``hint`` an
+    ``setting`` the dotted setting that moves it ("ray.dashboard_port"), ``hint`` an
     optional alternative appended to the advice ("point ray.address at an
     existing cluster"). Port 0 (any free port) always passes. A host that does
     not resolve raises :class:`ConfigurationError`.

@@ -5,7 +5,8 @@ The rules, in order:
 2. A cluster started with ``ray start`` on this machine (its address file under
    the Ray temp dir) → connect, unless the file is stale (nothing answers at
    that address): then say so and start a local instance instead.
-3. Otherwise start a local instance (GCS on a free port, or ``ray.local_port``).
+3. Otherwise start a local instance (GCS on a free port; the dashboard on
+   ``ray.dashboard_port``, checked before Ray starts).
 """
 
 from __future__ import annotations
