@@ -34,7 +34,9 @@ def test_taken_port_gives_one_line_with_port_who_and_setting(listening: socket.s
     who wanted it, the setting and its environment variable, and the alternative."""
     port = listening.getsockname()[1]
     with pytest.raises(PortInUseError) as info:
-        ensure_port_free("127.0.0.1", port, who=RAY_HEAD, setting="ray.dashboard_port", hint=RAY_HINT)
+        ensure_port_free(
+            "127.0.0.1", port, who=RAY_HEAD, setting="ray.dashboard_port", hint=RAY_HINT
+        )
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"port {port} on 127.0.0.1 is already in use (")
