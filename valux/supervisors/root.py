@@ -97,17 +97,30 @@ class RootSupervisor:
                 reasons.append(f"{child['name']} cannot report armed positions: {exc}")
         if unarmed:
             reasons.append(f"{unarmed} open position(s) not armed at a live evaluator")
+        reasons.extend(await self._stale_feeds(tree["supervisors"]["feeds"]["children"]))
+        return (not reasons, reasons, {"unarmed": unarmed})
+
+    async def _stale_feeds(self, children: list[dict[str, Any]]) -> list[str]:
+        """Automatic feeds whose last tick is older than ``feeds.stale_after_s`` (asked live)."""
         stale_after = self.settings.feeds.stale_after_s
-        for child in tree["supervisors"]["feeds"]["children"]:
-            info = child.get("info") or {}
+        reasons = []
+        for child in children:
+            try:
+                handle = await asyncio.to_thread(
+                    ray.get_actor, child["name"], namespace=self.namespace
+                )
+                info: dict[str, Any] = await asyncio.wait_for(handle.ping.remote(), 5)
+            except Exception as exc:
+                reasons.append(f"{child['name']} does not answer: {type(exc).__name__}")
+                continue
             if info.get("push_driven") or info.get("finished"):
                 continue
             age = info.get("last_tick_age_s")
-            if age is None or age > stale_after:
-                reasons.append(
-                    f"feed {info.get('source', child['name'])} is stale (last tick {age}s ago)"
-                )
-        return (not reasons, reasons, {"unarmed": unarmed})
+            if age is None:
+                reasons.append(f"feed {info['source']} has not ticked yet")
+            elif age > stale_after:
+                reasons.append(f"feed {info['source']} is stale (last tick {age:.1f}s ago)")
+        return reasons
 
     async def shutdown(self) -> dict[str, Any]:
         report: dict[str, Any] = {}

@@ -22,7 +22,7 @@ from valux.api.app import create_app
 from valux.config.settings import Settings
 from valux.errors import Unavailable
 from valux.observability.logging import configure_logging
-from valux.ops.embedded import resolve_database_url, resolve_redis_url
+from valux.ops.embedded import resolve_database_url, resolve_redis_url, stop_embedded
 from valux.ops.ports import describe_bind_error, ensure_port_free
 from valux.persistence.migrations import apply_migrations
 from valux.supervisors import factory
@@ -161,6 +161,9 @@ class Runtime:
                 self.pool.terminate()
         if self.owns_cluster:
             await asyncio.to_thread(ray.shutdown)
+            # Everything ran on this box and stops with it; attached to a cluster, the
+            # actors still use the embedded servers, so they keep running.
+            await asyncio.to_thread(stop_embedded, self.settings)
         self.say("stopped")
         return report
 
