@@ -8,8 +8,9 @@ by tick, feeding back what it persists.
 
 from __future__ import annotations
 
+import gc
 import math
-from dataclasses import astuple, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -315,6 +316,24 @@ def test_restored_state_below_its_own_target_is_not_forgotten(first: float) -> N
     assert res.triggers == []
 
 
+def test_on_ticks_restores_the_garbage_collector_state() -> None:
+    """pause_gc pauses the collector only during on_ticks and restores whatever state
+    the process had (enabled stays enabled, disabled stays disabled)."""
+    book = ArmedBook()
+    book.arm([pos("p1", 100.0)])
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        book.on_ticks([("SOLX", 150.0, 1.0)])
+        assert gc.isenabled()
+        gc.disable()
+        book.on_ticks([("SOLX", 160.0, 2.0)])
+        assert not gc.isenabled()
+    finally:
+        if was:
+            gc.enable()
+
+
 def test_batch_result_defaults() -> None:
     """An empty batch evaluates nothing."""
     assert ArmedBook().on_ticks([]) == BatchResult()
@@ -405,8 +424,8 @@ def _run_steps(steps: list[Step]) -> None:
             model.release(arg)
         else:
             res = book.on_ticks(arg)
-            got_triggers = sorted(astuple(t) for t in res.triggers)
-            got_updates = sorted(astuple(u) for u in res.updates)
+            got_triggers = sorted(tuple(t) for t in res.triggers)
+            got_updates = sorted(tuple(u) for u in res.updates)
             assert (got_triggers, got_updates, res.evaluated) == model.ticks(arg)
         assert book.armed_count() == len(model.positions)
         assert sorted(book.tokens()) == sorted({m.spec.token for m in model.positions.values()})

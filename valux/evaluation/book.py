@@ -101,10 +101,11 @@ a DCA drop price, a stale-trade age/profit window) feeding the same
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -202,9 +203,12 @@ class ArmedPosition:
             raise ValueError(f"{self.position_id}: stop-loss parameters must be finite")
 
 
-@dataclass(frozen=True, slots=True)
-class ExitTrigger:
-    """SL-11/SL-15: sell the whole position now (reason ``stop_loss``)."""
+class ExitTrigger(NamedTuple):
+    """SL-11/SL-15: sell the whole position now (reason ``stop_loss``).
+
+    Immutable; a ``NamedTuple`` rather than a frozen dataclass because a
+    tick can emit one per position and a tuple builds 3× faster.
+    """
 
     position_id: str
     agent_id: str
@@ -217,9 +221,12 @@ class ExitTrigger:
     stop_price: float
 
 
-@dataclass(frozen=True, slots=True)
-class StopUpdate:
-    """SL-12: persist this peak and percentage (emitted exactly when ``updated``)."""
+class StopUpdate(NamedTuple):
+    """SL-12: persist this peak and percentage (emitted exactly when ``updated``).
+
+    Immutable; a ``NamedTuple`` for the same reason as :class:`ExitTrigger`
+    (a new high can move the peak of every position of a token at once).
+    """
 
     position_id: str
     agent_id: str
@@ -244,6 +251,27 @@ class BatchResult:
     evaluated: int = 0
     fallbacks: int = 0
     rejected: int = 0
+
+
+# NamedTuple's generated ``__new__`` is a Python function; building the tuple
+# directly is 2× faster, which matters when a tick moves every position's peak.
+_new_tuple = tuple.__new__
+
+
+def _emit_updates(
+    tb: _TokenBook, slots: IDX, peaks: F64, pcts: F64, ts: float, out: list[StopUpdate]
+) -> None:
+    """Append one :class:`StopUpdate` per slot (SL-12 writes decided vectorised)."""
+    meta = tb.meta
+    token = tb.token
+    out.extend(
+        [
+            _new_tuple(StopUpdate, (m.position_id, m.agent_id, m.host, token, pk, pct, ts))
+            for m, pk, pct in zip(
+                [meta[s] for s in slots.tolist()], peaks.tolist(), pcts.tolist(), strict=True
+            )
+        ]
+    )
 
 
 class _ParamTable:
@@ -500,9 +528,18 @@ class _TokenBook:
 
 
 class ArmedBook:
-    """All armed positions of an evaluator, by token (see the module docstring)."""
+    """All armed positions of an evaluator, by token (see the module docstring).
 
-    def __init__(self) -> None:
+    ``pause_gc`` (default on): the cyclic garbage collector is paused for the
+    duration of :meth:`on_ticks` (and restored to its previous state). A tick
+    that moves the peak of every position of a token creates one result per
+    position; with a million armed positions alive, the collector's passes
+    triggered by that burst cost as much as the evaluation itself. Nothing the
+    book allocates forms reference cycles.
+    """
+
+    def __init__(self, *, pause_gc: bool = True) -> None:
+        self._pause_gc = pause_gc
         self._books: dict[str, _TokenBook] = {}
         self._token_of: dict[str, str] = {}
         self._params = _ParamTable()
@@ -662,17 +699,24 @@ class ArmedBook:
     def on_ticks(self, ticks: Sequence[tuple[str, float, float]]) -> BatchResult:
         """Evaluate a batch of ``(token, price, ts)`` ticks, in order."""
         out = BatchResult()
-        for token, raw_price, ts in ticks:
-            price = float(raw_price)
-            if not (math.isfinite(price) and price > 0):
-                out.rejected += 1
-                continue
-            self._last[token] = (price, ts)
-            tb = self._books.get(token)
-            if tb is None or tb.live == 0:
-                continue
-            out.evaluated += tb.live
-            self._tick(tb, price, ts, out)
+        paused = self._pause_gc and gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            for token, raw_price, ts in ticks:
+                price = float(raw_price)
+                if not (math.isfinite(price) and price > 0):
+                    out.rejected += 1
+                    continue
+                self._last[token] = (price, ts)
+                tb = self._books.get(token)
+                if tb is None or tb.live == 0:
+                    continue
+                out.evaluated += tb.live
+                self._tick(tb, price, ts, out)
+        finally:
+            if paused:
+                gc.enable()
         return out
 
     def _tick(self, tb: _TokenBook, price: float, ts: float, out: BatchResult) -> None:
@@ -731,12 +775,7 @@ class ArmedBook:
             tb.stop_px[slots] = tb.purchase[slots] * (1 + w_pct / 100)  # SL-11, as scalar
             tb.state[slots] = _SETTLED
             changed.append(slots)
-            token = tb.token
-            updates = out.updates
-            meta = tb.meta
-            for slot, pk, pct in zip(slots.tolist(), w_peak.tolist(), w_pct.tolist(), strict=True):
-                m = meta[slot]
-                updates.append(StopUpdate(m.position_id, m.agent_id, m.host, token, pk, pct, ts))
+            _emit_updates(tb, slots, w_peak, w_pct, ts, out.updates)
         # A pending slot evaluated at its own stored peak with nothing to write: R0 holds.
         settle = hi[vector & ~updated & (st == _PENDING) & (price <= p0)]
         if settle.size:
@@ -795,12 +834,7 @@ class ArmedBook:
             tb.stop_px[w] = stop[updated]
             tb.state[w] = _SETTLED
             changed.append(w)
-            token = tb.token
-            updates = out.updates
-            meta = tb.meta
-            for slot, pk, pct in zip(w.tolist(), w_peak.tolist(), w_pct.tolist(), strict=True):
-                m = meta[slot]
-                updates.append(StopUpdate(m.position_id, m.agent_id, m.host, token, pk, pct, ts))
+            _emit_updates(tb, w, w_peak, w_pct, ts, out.updates)
         settle = slots[ok & ~updated & (tb.state[slots] == _PENDING) & ~rises]
         if settle.size:
             tb.state[settle] = _SETTLED  # evaluated at its own stored peak: R0 holds
@@ -888,24 +922,32 @@ class ArmedBook:
         self, tb: _TokenBook, slots: IDX, price: float, ts: float, out: BatchResult
     ) -> None:
         """Trigger settled slots at or below their cached stop price (step 1)."""
+        meta = tb.meta
         token = tb.token
-        for slot, pct, px in zip(
-            slots.tolist(), tb.pct[slots].tolist(), tb.stop_px[slots].tolist(), strict=True
-        ):
-            meta = tb.meta[slot]
-            out.triggers.append(
-                ExitTrigger(
-                    meta.position_id,
-                    meta.agent_id,
-                    meta.host,
-                    token,
-                    STOP_LOSS_REASON,
-                    price,
-                    ts,
-                    pct,
-                    px,
+        out.triggers.extend(
+            [
+                _new_tuple(
+                    ExitTrigger,
+                    (
+                        m.position_id,
+                        m.agent_id,
+                        m.host,
+                        token,
+                        STOP_LOSS_REASON,
+                        price,
+                        ts,
+                        pct,
+                        px,
+                    ),
                 )
-            )
+                for m, pct, px in zip(
+                    [meta[s] for s in slots.tolist()],
+                    tb.pct[slots].tolist(),
+                    tb.stop_px[slots].tolist(),
+                    strict=True,
+                )
+            ]
+        )
         tb.exiting[slots] = True
         tb.live -= int(slots.size)
         tb.refresh_gates(slots)
