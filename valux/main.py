@@ -97,6 +97,7 @@ async def _run(settings: Any) -> int:
     handle_signals()
     await runtime.start()  # a signal during start-up is honoured right after it
     handle_signals()  # ray.init installs its own SIGTERM handler; ours must win
+    say(f"API listening on http://{settings.api.host}:{runtime.port}")  # only now: signals are ours
     await stop.wait()
     say("stopping (signal received)")
     await runtime.stop()

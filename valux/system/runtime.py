@@ -125,7 +125,6 @@ class Runtime:
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else s.api.port
-        self.say(f"API listening on http://{s.api.host}:{self.port}")
 
     @property
     def owns_cluster(self) -> bool:
