@@ -37,9 +37,11 @@ stop-loss parameters are interned in a small :class:`_ParamTable` (default,
 mode code, custom levels as padded 2-D arrays), so a slot only carries an id.
 
 For a settled position with stored peak ``P`` and stored percentage ``s`` we
-keep the invariant ``target(peak_change(P)) ≤ s`` ("R0"; true after every
-update, since then ``s = max(target, previous)``, and checked once after arm).
-At a tick ``p``:
+keep the invariant ``target(peak_change(P)) ≤ s`` ("R0"). It holds after
+every update, since then ``s = max(target, previous)``; a freshly armed
+(restored) position is *pending* — always sent through the kernel of step 2
+— until an evaluation at its own stored peak has established it. At a tick
+``p``:
 
 1. ``p ≤ P``: the evaluation's peak is ``P``, so by R0 there is no ratchet and
    no peak write; the only possible event is the trigger ``p ≤ stop price``,
@@ -80,10 +82,11 @@ At a tick ``p``:
    ratchet, write and trigger vectorised with the scalar rules' operations.
    Slots whose stored state has a ``None`` run :func:`evaluate_stop` itself.
 
-So Python touches a position only when the tick moves its stop (an SL-12
-write of a ratcheted percentage, which the journal must take anyway) or when
-its change sits within 1e-12 of a branch point; peak-only writes, custom
-ratchets and triggers are vectorised. The property test in
+So per-position Python runs only to build the result tuples, and for the
+decimal change when a tick moves an arithmetic-mode stop (a ratchet the
+journal must take anyway) or puts a change within 1e-12 of a branch point;
+peak-only writes, custom-level ratchets and triggers are vectorised. The
+property test in
 ``tests/unit/test_evaluation_book.py`` checks all of it against
 :func:`evaluate_stop` run position by position, tick by tick.
 
