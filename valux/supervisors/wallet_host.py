@@ -27,6 +27,7 @@ from valux.supervisors.host import Host
 from valux.supervisors.prices import PriceLookup
 from valux.venues.base import OrderIntent, OrderState, OrderStatus, Side
 from valux.venues.paper import PaperVenue
+from valux.venues.paper_ledger import PgOrderLedger
 
 _RESOLVE_INTERVAL_S = 1.0
 
@@ -43,8 +44,12 @@ class WalletHost(Host[Wallet]):
         self, slot: int, settings: Settings, database_url: str, redis_url: str | None
     ) -> None:
         self.prices = PriceLookup(settings.hosting.evaluators, settings.ray.namespace)
-        paper = settings.venue.paper
-        self.venue = PaperVenue(
+        self._resolver: asyncio.Task[None] | None = None
+        await super().__init__(slot, settings, database_url, redis_url)
+
+    def _make_venue(self) -> PaperVenue:
+        paper = self.settings.venue.paper
+        return PaperVenue(
             self.prices.price,
             fee_bps=paper.fee_bps,
             slippage_bps_per_unit=paper.slippage_bps_per_unit,
@@ -54,15 +59,15 @@ class WalletHost(Host[Wallet]):
             unknown_rate=paper.unknown_rate,
             network_fee=paper.network_fee,
             rng=random.Random(),
+            ledger=PgOrderLedger(self.pool),
         )
-        self._resolver: asyncio.Task[None] | None = None
-        await super().__init__(slot, settings, database_url, redis_url)
 
     async def entity_ids(self) -> list[str]:
         rows = await self.pool.fetch("SELECT id FROM wallets WHERE host_slot = $1", self.slot)
         return [r["id"] for r in rows]
 
     async def after_recovery(self) -> None:
+        self.venue = self._make_venue()  # needs the pool, which the base class opened
         pending = [(w, i) for w in self.entities.values() for i in list(w.pending)]
         for wallet, intent_id in pending:
             async with self.mailbox(wallet.id):

@@ -78,6 +78,7 @@ from decimal import (
     Overflow,
     localcontext,
 )
+from typing import Protocol
 
 from valux.errors import ConfigurationError
 from valux.venues.base import (
@@ -135,6 +136,7 @@ class PaperVenue:
         name: str = "paper",
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
+        ledger: OrderLedger | None = None,
     ) -> None:
         problems: list[str] = []
 
@@ -190,6 +192,7 @@ class PaperVenue:
         self._token_unit = Decimal(1).scaleb(-token_decimals)
         self._quote_unit = None if quote_decimals is None else Decimal(1).scaleb(-quote_decimals)
         self._outcomes: dict[str, OrderStatus] = {}
+        self._ledger = ledger
         self._inflight: dict[str, asyncio.Future[tuple[OrderStatus, bool]]] = {}
         self._sequence = 0
 
@@ -239,7 +242,7 @@ class PaperVenue:
         Raises:
             VenueUnavailable: the price source failed; nothing was recorded.
         """
-        recorded = self._outcomes.get(intent.intent_id)
+        recorded = await self._recorded(intent.intent_id)
         if recorded is not None:
             await self._wait()
             return recorded
@@ -262,7 +265,7 @@ class PaperVenue:
     async def status(self, intent_id: str) -> OrderStatus:
         """The recorded outcome of ``intent_id``; PENDING in flight; NOT_FOUND if unseen."""
         await self._wait()
-        recorded = self._outcomes.get(intent_id)
+        recorded = await self._recorded(intent_id)
         if recorded is not None:
             return recorded
         if intent_id in self._inflight:
@@ -270,6 +273,15 @@ class PaperVenue:
         return OrderStatus.not_found(intent_id, self._clock())
 
     # -------------------------------------------------------------- internals
+
+    async def _recorded(self, intent_id: str) -> OrderStatus | None:
+        """The outcome from memory, else from the durable ledger (the venue restarted)."""
+        recorded = self._outcomes.get(intent_id)
+        if recorded is None and self._ledger is not None:
+            recorded = await self._ledger.load(intent_id)
+            if recorded is not None:
+                self._outcomes[intent_id] = recorded
+        return recorded
 
     async def _wait(self) -> None:
         if self.latency_ms > 0:
@@ -318,6 +330,8 @@ class PaperVenue:
                 ts=ts,
                 tx_id=tx_id,
             )
+        if self._ledger is not None:  # the exchange's own durable record, written first
+            await self._ledger.record(outcome)
         self._outcomes[intent.intent_id] = outcome
         return outcome, unknown_roll < self.unknown_rate
 
@@ -389,6 +403,19 @@ class PaperVenue:
         if net <= 0:
             return f"proceeds {gross} do not cover the fees ({fee} + {network_fee})"
         return _Execution(_tidy(base), _tidy(net), _tidy(price), _tidy(fee), network_fee, impact)
+
+
+class OrderLedger(Protocol):
+    """Where a paper venue keeps its outcomes durably, as a real exchange would.
+
+    Without one the venue forgets everything when its process dies; with one, a
+    restarted wallet can ask the venue about an intent sent before the crash and
+    get the true answer (filled / failed) instead of NOT_FOUND.
+    """
+
+    async def load(self, intent_id: str) -> OrderStatus | None: ...
+
+    async def record(self, status: OrderStatus) -> None: ...
 
 
 def _tidy(value: Decimal) -> Decimal:

@@ -1,0 +1,62 @@
+"""PostgreSQL-backed :class:`~valux.venues.paper.OrderLedger` for the paper venue.
+
+The paper venue plays the exchange; an exchange remembers its orders across a
+trader's crash. Outcomes go to ``paper_venue_orders`` (migration 0002) in a
+transaction of their own before the venue answers, so a wallet host that dies
+with an intent in flight finds the truth when it queries after restarting.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import asyncpg
+
+from valux.venues.base import OrderState, OrderStatus
+
+_INSERT = (
+    "INSERT INTO paper_venue_orders (intent_id, state, base_amount, quote_amount, price, fee,"
+    " network_fee, reason, ts, tx_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    " ON CONFLICT (intent_id) DO NOTHING"
+)
+
+
+class PgOrderLedger:
+    """Durable outcomes of the paper venue, keyed by intent id."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def record(self, status: OrderStatus) -> None:
+        await self._pool.execute(
+            _INSERT,
+            status.intent_id,
+            str(status.state),
+            status.base_amount,
+            status.quote_amount,
+            status.price,
+            status.fee,
+            status.network_fee,
+            status.reason,
+            status.ts,
+            status.tx_id,
+        )
+
+    async def load(self, intent_id: str) -> OrderStatus | None:
+        row = await self._pool.fetchrow(
+            "SELECT * FROM paper_venue_orders WHERE intent_id = $1", intent_id
+        )
+        if row is None:
+            return None
+        return OrderStatus(
+            intent_id=row["intent_id"],
+            state=OrderState(row["state"]),
+            base_amount=Decimal(row["base_amount"]),
+            quote_amount=Decimal(row["quote_amount"]),
+            price=Decimal(row["price"]),
+            fee=Decimal(row["fee"]),
+            network_fee=Decimal(row["network_fee"]),
+            reason=row["reason"],
+            ts=row["ts"],
+            tx_id=row["tx_id"],
+        )
