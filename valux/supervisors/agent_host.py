@@ -21,9 +21,11 @@ import time
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
+
 from valux.actors.agent import Agent, exit_rules
 from valux.config.settings import Settings
-from valux.errors import Conflict, InvalidRequest, NotFound
+from valux.errors import Conflict, InvalidRequest, NotFound, ValuxError
 from valux.observability.metrics import OPEN_POSITIONS, SIGNAL_TO_FILL_SECONDS, SIGNALS
 from valux.observability.publisher import CHANNEL_POSITIONS, CHANNEL_TRADES
 from valux.rules.config import load_agent_config, merge_config_patch
@@ -247,8 +249,24 @@ class AgentHost(Host[Agent]):
         return list(await asyncio.gather(*(self._handle_signal(a, signal) for a in targets)))
 
     async def _handle_signal(self, agent: Agent, signal: Signal) -> dict[str, Any]:
+        try:
+            return await self._handle_signal_inner(agent, signal)
+        except ValuxError:
+            raise
+        except (asyncpg.PostgresError, OSError) as exc:  # infrastructure, not this agent
+            self.log.warning("entry_refused_journal_unavailable", agent_id=agent.id, error=str(exc))
+            SIGNALS.labels("failed").inc()
+            return self._outcome(agent, "failed", f"entry refused: journal unavailable ({exc})")
+        except Exception as exc:
+            await self.entity_failed(agent.id, exc)
+            SIGNALS.labels("failed").inc()
+            return self._outcome(agent, "failed", f"internal error, agent restarted: {exc}")
+
+    async def _handle_signal_inner(self, agent: Agent, signal: Signal) -> dict[str, Any]:
         started = time.perf_counter()
         async with self.mailbox(agent.id):
+            agent = self.entities[agent.id]  # the current incarnation, after any restart
+            self.check_fault(agent.id)
             seen = agent.signals.get(signal.id)
             if seen is not None:
                 return {**seen, "agent_id": agent.id, "duplicate": True}
@@ -261,6 +279,13 @@ class AgentHost(Host[Agent]):
         return outcome
 
     async def _decide_and_buy(self, agent: Agent, signal: Signal) -> dict[str, Any]:
+        if agent.status == "quarantined":
+            return await self._record(
+                agent,
+                signal,
+                "ineligible",
+                f"agent quarantined after repeated failures: {agent.last_error}",
+            )
         config = agent.config
         metrics = signal.metrics
         reason = ineligibility_reason(
@@ -419,6 +444,20 @@ class AgentHost(Host[Agent]):
         return result
 
     async def _handle_exit(self, request: ExitRequest) -> dict[str, Any]:
+        try:
+            return await self._handle_exit_inner(request)
+        except ValuxError:
+            raise
+        except (asyncpg.PostgresError, OSError) as exc:
+            self.log.error(
+                "exit_failed_journal_unavailable", position_id=request.position_id, error=str(exc)
+            )
+            return {"position_id": request.position_id, "status": "failed", "reason": str(exc)}
+        except Exception as exc:
+            await self.entity_failed(request.agent_id, exc)
+            return {"position_id": request.position_id, "status": "failed", "reason": str(exc)}
+
+    async def _handle_exit_inner(self, request: ExitRequest) -> dict[str, Any]:
         agent = self.entities.get(request.agent_id)
         if agent is None:
             return {"position_id": request.position_id, "status": "ignored", "reason": "no agent"}
@@ -551,6 +590,18 @@ class AgentHost(Host[Agent]):
         return [
             {"agent_id": a.id, **p} for a in self.entities.values() for p in a.positions.values()
         ]
+
+    async def quarantine(self, entity: Agent, error: str) -> None:
+        """An agent that keeps failing stops taking entries (exits still run) until resumed."""
+        await super().quarantine(entity, error)
+        if entity.status in ("active", "paused"):
+            await self.persist(
+                entity, [("status_changed", {"status": "quarantined", "error": error})]
+            )
+
+    async def inject_agent_fault(self, agent_id: str, count: int = 1) -> int:
+        """Remote entry point of :meth:`Host.inject_fault` (tests, chaos)."""
+        return self.inject_fault(agent_id, count)
 
     def validate_slot(self, agent_id: str) -> None:
         if agent_id not in self.entities:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, Generic, TypeVar
@@ -32,7 +33,7 @@ import structlog
 from valux.actors.entity import Entity
 from valux.config.settings import Settings
 from valux.observability.logging import configure_logging
-from valux.observability.metrics import collect_families
+from valux.observability.metrics import ACTOR_RESTARTS, collect_families
 from valux.observability.publisher import RedisPublisher
 from valux.persistence.journal import Commit, Journal, load_streams
 
@@ -60,6 +61,9 @@ class Host(Generic[E]):
         self.log = structlog.get_logger(f"valux.{self.kind}_host").bind(slot=slot)
         self.entities: dict[str, E] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._faults: dict[str, int] = {}
+        self._failures: dict[str, deque[float]] = {}
+        self.last_errors: dict[str, str] = {}
         self.pool: asyncpg.Pool = await asyncpg.create_pool(
             database_url,
             min_size=1,
@@ -94,6 +98,50 @@ class Host(Generic[E]):
 
     async def after_recovery(self) -> None:
         """Resolve work a crash left in flight (subclasses override)."""
+
+    # -- failure isolation -----
+
+    def inject_fault(self, entity_id: str, count: int = 1) -> int:
+        """Fault injection for tests and chaos runs: the next ``count`` messages to this
+        logical actor raise inside its handler. Returns the faults now pending."""
+        self._faults[entity_id] = self._faults.get(entity_id, 0) + count
+        return self._faults[entity_id]
+
+    def check_fault(self, entity_id: str) -> None:
+        pending = self._faults.get(entity_id, 0)
+        if pending:
+            self._faults[entity_id] = pending - 1
+            raise RuntimeError(f"injected fault in {self.kind} {entity_id}")
+
+    async def entity_failed(self, entity_id: str, exc: BaseException) -> bool:
+        """A handler of one logical actor raised: restart that actor alone from its journal.
+
+        Siblings and the host process are untouched. Past ``supervision.restart_intensity``
+        failures within ``restart_period_s`` the actor is quarantined (:meth:`quarantine`).
+        Returns True when it was quarantined now.
+        """
+        now = time.monotonic()
+        window = self._failures.setdefault(entity_id, deque())
+        window.append(now)
+        while window and now - window[0] > self.settings.supervision.restart_period_s:
+            window.popleft()
+        error = f"{type(exc).__name__}: {exc}"
+        self.last_errors[entity_id] = error
+        self.log.error("logical_actor_failed", entity=entity_id, error=error, recent=len(window))
+        ACTOR_RESTARTS.labels(f"{self.kind}-logical").inc()
+        stream = f"{self.entity_type.stream_prefix}:{entity_id}"
+        async with self.mailbox(entity_id):
+            streams = await load_streams(self.pool, [stream])
+            fresh: E = self.entity_type.recover(entity_id, streams[stream])  # type: ignore[assignment]
+            self.entities[entity_id] = fresh
+            if len(window) > self.settings.supervision.restart_intensity:
+                await self.quarantine(fresh, error)
+                return True
+        return False
+
+    async def quarantine(self, entity: E, error: str) -> None:
+        """Take a logical actor that keeps failing out of service (subclasses decide how)."""
+        self.log.error("alert_logical_actor_quarantined", entity=entity.id, error=error)
 
     # -- mailboxes and commits -----
 
