@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections import defaultdict
 from typing import Any
@@ -269,6 +270,7 @@ class StopLossEvaluator:
     async def ping(self) -> dict[str, Any]:
         return {
             "kind": "evaluator",
+            "pid": os.getpid(),
             "shard": self.shard,
             "armed": self.book.armed_count(),
             "ticks": self.ticks_seen,

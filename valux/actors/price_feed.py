@@ -15,6 +15,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import defaultdict
 from typing import Any
@@ -141,6 +142,7 @@ class PriceFeed:
         failed = self._task is not None and self._task.done()
         return {
             "kind": "feed",
+            "pid": os.getpid(),
             "source": self.source,
             "batches": self.batches,
             "ticks": self.ticks,

@@ -20,6 +20,7 @@ signal ids), so a caller that saw an error may retry.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections import deque
@@ -185,6 +186,7 @@ class Host(Generic[E]):
     async def ping(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
+            "pid": os.getpid(),
             "slot": self.slot,
             "incarnation": self.incarnation,
             "entities": len(self.entities),

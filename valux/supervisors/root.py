@@ -14,6 +14,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -58,7 +59,12 @@ class RootSupervisor:
         self.log.info("tree_started", seconds=round(self.boot_seconds, 2))
 
     async def ping(self) -> dict[str, Any]:
-        return {"kind": "root", "started_at": self.started_at, "boot_seconds": self.boot_seconds}
+        return {
+            "pid": os.getpid(),
+            "kind": "root",
+            "started_at": self.started_at,
+            "boot_seconds": self.boot_seconds,
+        }
 
     async def ensure(self, group: str, key: Any) -> dict[str, Any]:
         result: dict[str, Any] = await self.supervisors[group].ensure.remote(key)

@@ -17,6 +17,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -210,7 +211,12 @@ class Supervisor:
     # -- queries -----
 
     async def ping(self) -> dict[str, Any]:
-        return {"group": self.group, "state": self.state, "children": len(self.children)}
+        return {
+            "pid": os.getpid(),
+            "group": self.group,
+            "state": self.state,
+            "children": len(self.children),
+        }
 
     async def status(self) -> dict[str, Any]:
         return {
