@@ -26,7 +26,14 @@ Contracts
 - **Tick validation.** Ticks whose price is not finite or not > 0 are counted
   in ``BatchResult.rejected`` and ignored (feeds already guarantee this; for
   NaN and +inf it is also what the reference does: no trigger, no write).
+- **Tick validation.** A tick whose ``ts`` is not finite is rejected too:
+  ``ts`` is the clock of the time-based exits (the tick's own time, not the
+  wall clock, which is what makes backtests deterministic).
 - **No I/O.** Pure in-memory; the actor journals the returned updates.
+- **Other exits.** A position armed with :class:`ExitParams` is also watched
+  for take-profit, stale-trade and DCA conditions (section "Exit detection"
+  below); one armed without (``exits=None``) is watched for its stop alone,
+  exactly as before.
 
 Vectorisation (why the fast path is exact)
 -----------------------------------------
@@ -96,10 +103,47 @@ stored peak (``-inf`` to force the kernel, ``+inf`` for inert or exiting
 slots). A per-token cached ``min(gate_hi)`` / ``max(gate_lo)`` makes a tick
 that crosses no gate O(1).
 
-Room for more exit rules: take-profit, DCA and stale-trade are further
-columns of :class:`_TokenBook` with their own gate pairs (a TP target price,
-a DCA drop price, a stale-trade age/profit window) feeding the same
-"crossed → scalar rule" pattern; they are not built here.
+Exit detection: take profit, stale trade, DCA
+--------------------------------------------
+These rules change the position (partial sales, buys, moon bag) and need the
+agent's full state, so the book does not decide them: it *detects* the tick at
+which the agent's scalar decision
+(:func:`valux.rules.orchestration.next_action`) would act, and hands that
+over. :func:`valux.rules.orchestration.arm_params` summarises a position's
+state as :class:`ExitParams` so that detection is a handful of float
+comparisons, the same double operations as the scalar rules
+(:func:`exit_reason` is the scalar statement, and the contract)::
+
+    gain      = (price − purchase) / purchase × 100          # TP-3, DCA-6, ST-1
+    tp        = tp_target ≤ gain < tp_ceiling
+    stale     = ts ≥ stale_after_ts  and  stale_min ≤ gain ≤ stale_max
+    dca       = ts ≥ dca_ready_ts    and  gain ≤ dca_drop
+
+evaluated on each tick for every position of the token that did not trigger
+its stop on that tick (ORCH-3: the stop comes first) and is not exiting. Any
+hit emits one :class:`ExitTrigger` whose ``reason`` is the first of
+``take_profit``, ``stale_trade``, ``dca`` that holds (ORCH-3 order; its
+``stop_pct``/``stop_price`` are the position's current stop, NaN if it has
+none) and makes the position *exiting*, exactly like a stop trigger: the
+agent runs its scalar steps, re-arms with fresh parameters and releases
+(``arm(..., release=True)``), or disarms if the position closed. A position
+with ``purchase_price`` ≤ 0 has no exits (the scalar rules never act on one).
+
+O(1) when nothing is crossed. Per slot there are three exit gates, computed
+from the tick at which the slot was last checked: ``x_up`` (a price at or
+above which some condition may start to hold: the TP target; the stale
+band's lower edge while the price is below the band; ``-inf`` to force a
+check after an arm or release), ``x_dn`` (a price at or below which one may:
+the DCA level once the cooldown is over; the stale band's upper edge while
+the price is above it; the TP ceiling while the gain is above it) and
+``x_wait`` (a ``ts`` at which one may: the stale age, the DCA cooldown's end,
+while not yet reached). Price gates are the conditions' threshold prices
+``purchase × (1 + pct/100)`` widened by a relative 1e-9, ≥ 10⁶ × the rounding
+error of the float gain, so a slot whose condition holds always crosses a
+gate (the gain is monotone in the price). Per token, cached ``min(x_up)``,
+``max(x_dn)`` and ``min(x_wait)`` make a tick that crosses no gate two
+comparisons; a crossing tick computes the exact conditions for the crossing
+slots only and re-derives their gates from that tick.
 """
 
 from __future__ import annotations
@@ -107,7 +151,7 @@ from __future__ import annotations
 import gc
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final, NamedTuple
 
 import numpy as np
@@ -128,11 +172,14 @@ from valux.rules.stop_loss import (
 )
 
 __all__ = [
+    "EXIT_REASONS",
     "ArmedBook",
     "ArmedPosition",
     "BatchResult",
+    "ExitParams",
     "ExitTrigger",
     "StopUpdate",
+    "exit_reason",
 ]
 
 F64 = NDArray[np.float64]
@@ -142,6 +189,9 @@ B = NDArray[np.bool_]
 IDX = NDArray[np.intp]
 
 STOP_LOSS_REASON: Final = "stop_loss"
+#: The non-stop exit reasons, in ORCH-3 order (index = the reason code in the arrays).
+EXIT_REASONS: Final = ("take_profit", "stale_trade", "dca")
+_GATE_MARGIN: Final = 1e-9  # relative widening of the exit price gates (module docstring)
 
 # Slot states.
 _SETTLED: Final = 0  # R0 holds: p ≤ peak can only trigger
@@ -172,6 +222,56 @@ _ZONE_EDGES: Final = (TRAILING_THRESHOLD, *(b for b, _ in ZONE_BOUNDS))
 _EXP_EDGES: Final = (TRAILING_THRESHOLD, TRAILING_THRESHOLD + 65.0)
 
 _INF: Final = math.inf
+_NO_EXITS: Final = (_INF, _INF, _INF, -_INF, _INF, -_INF, -_INF)  # ExitParams() as a row
+
+
+@dataclass(frozen=True, slots=True)
+class ExitParams:
+    """What the vectorised pass needs to detect take-profit, stale-trade and DCA ticks.
+
+    Built by :func:`valux.rules.orchestration.arm_params` from the position's
+    state and config; the defaults disable each rule.
+
+    - ``tp_target`` / ``tp_ceiling``: take profit acts at gains in
+      ``[tp_target, tp_ceiling)`` (``tp_target`` = +inf: never; the ceiling is
+      +inf except in the rare reference-quirk case of
+      :func:`valux.rules.take_profit.trigger_band`).
+    - ``stale_after_ts``: the stale-trade rule applies from this time (+inf:
+      disabled); it fires for gains in ``[stale_min, stale_max]``.
+    - ``dca_drop``: DCA buys at gains ≤ this (−inf: never); ``dca_ready_ts``:
+      not before this time (the cooldown's end, −inf without cooldown).
+
+    NaN is rejected (``ValueError``).
+    """
+
+    tp_target: float = math.inf
+    stale_after_ts: float = math.inf
+    stale_min: float = -math.inf
+    stale_max: float = math.inf
+    dca_drop: float = -math.inf
+    dca_ready_ts: float = -math.inf
+    tp_ceiling: float = math.inf
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if math.isnan(getattr(self, f.name)):
+                raise ValueError(f"ExitParams.{f.name} must not be NaN")
+
+
+def exit_reason(exits: ExitParams, purchase_price: float, price: float, ts: float) -> str | None:
+    """The scalar statement of the book's exit detection (module docstring): the first
+    of ``take_profit``, ``stale_trade``, ``dca`` whose condition holds at ``(price,
+    ts)``, or None. The book evaluates exactly these double operations, vectorised."""
+    if not purchase_price > 0:
+        return None
+    gain = (price - purchase_price) / purchase_price * 100
+    if exits.tp_target <= gain < exits.tp_ceiling:
+        return EXIT_REASONS[0]
+    if ts >= exits.stale_after_ts and exits.stale_min <= gain <= exits.stale_max:
+        return EXIT_REASONS[1]
+    if ts >= exits.dca_ready_ts and gain <= exits.dca_drop:
+        return EXIT_REASONS[2]
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +280,10 @@ class ArmedPosition:
 
     ``peak`` and ``stop_pct`` are the stored stop-loss state (restored from
     the journal); both ``None`` means a fresh position and SL-1 applies.
-    Non-finite prices or state are rejected (``ValueError``): the journal
-    never stores them, so seeing one is a bug upstream.
+    ``exits``: the take-profit / stale-trade / DCA detection parameters
+    (``None``: the stop loss alone). Non-finite prices or state are rejected
+    (``ValueError``): the journal never stores them, so seeing one is a bug
+    upstream.
     """
 
     position_id: str
@@ -192,6 +294,7 @@ class ArmedPosition:
     stop: StopLossParams
     peak: float | None = None
     stop_pct: float | None = None
+    exits: ExitParams | None = None
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.purchase_price):
@@ -207,7 +310,13 @@ class ArmedPosition:
 
 
 class ExitTrigger(NamedTuple):
-    """SL-11/SL-15: sell the whole position now (reason ``stop_loss``).
+    """A position needs its agent now.
+
+    ``reason`` ``stop_loss`` (SL-11/SL-15): sell the whole position; ``stop_pct``
+    and ``stop_price`` are the stop that fired. ``take_profit``, ``stale_trade``,
+    ``dca``: the first exit condition that holds (module docstring); the agent
+    runs its scalar steps; ``stop_pct``/``stop_price`` are the position's current
+    stop (NaN if it has none).
 
     Immutable; a ``NamedTuple`` rather than a frozen dataclass because a
     tick can emit one per position and a tuple builds 3× faster.
@@ -469,12 +578,29 @@ class _TokenBook:
         "pid",
         "state",
         "exiting",
+        # exits (module docstring, "Exit detection")
+        "has_exit",
+        "tp_lo",
+        "tp_hi",
+        "st_after",
+        "st_min",
+        "st_max",
+        "dca_drop",
+        "dca_ready",
+        "g_tp",
+        "g_tpc",
+        "g_slo",
+        "g_shi",
+        "g_dca",
+        "x_up",
+        "x_dn",
+        "x_wait",
     )
 
     def __init__(self, token: str, capacity: int = 16) -> None:
         self.token = token
         self.n = 0
-        self.live = 0  # slots neither inert nor exiting
+        self.live = 0  # slots not exiting and with a stop to evaluate or exits armed
         self.purchase: F64 = np.empty(capacity)
         self.peak: F64 = np.empty(capacity)  # stored peak, NaN = None
         self.pct: F64 = np.empty(capacity)  # stored stop pct, NaN = None
@@ -484,12 +610,33 @@ class _TokenBook:
         self.pid: I32 = np.empty(capacity, dtype=np.int32)
         self.state: I8 = np.empty(capacity, dtype=np.int8)
         self.exiting: B = np.empty(capacity, dtype=np.bool_)
+        # Exits: parameters, their price gates (fixed per arm), the live gates.
+        self.has_exit: B = np.empty(capacity, dtype=np.bool_)
+        self.tp_lo: F64 = np.empty(capacity)
+        self.tp_hi: F64 = np.empty(capacity)
+        self.st_after: F64 = np.empty(capacity)
+        self.st_min: F64 = np.empty(capacity)
+        self.st_max: F64 = np.empty(capacity)
+        self.dca_drop: F64 = np.empty(capacity)
+        self.dca_ready: F64 = np.empty(capacity)
+        self.g_tp: F64 = np.empty(capacity)  # up: gain ≥ tp_lo possible at or above
+        self.g_tpc: F64 = np.empty(capacity)  # down: gain < tp_hi possible at or below
+        self.g_slo: F64 = np.empty(capacity)  # up: gain ≥ stale_min possible at or above
+        self.g_shi: F64 = np.empty(capacity)  # down: gain ≤ stale_max possible at or below
+        self.g_dca: F64 = np.empty(capacity)  # down: gain ≤ dca_drop possible at or below
+        self.x_up: F64 = np.empty(capacity)
+        self.x_dn: F64 = np.empty(capacity)
+        self.x_wait: F64 = np.empty(capacity)
         self.ids: list[str] = []
         self.meta: list[ArmedPosition] = []
         self.slot_of: dict[str, int] = {}
         self.min_hi = -_INF
         self.max_lo = _INF
         self.bounds_stale = True
+        self.x_min_up = -_INF
+        self.x_max_dn = _INF
+        self.x_min_wait = -_INF
+        self.x_bounds_stale = True
 
     def reserve(self, extra: int) -> None:
         need = self.n + extra
@@ -518,6 +665,7 @@ class _TokenBook:
         self.meta.pop()
         self.n = last
         self.bounds_stale = True
+        self.x_bounds_stale = True
 
     def refresh_gates(self, slots: IDX) -> None:
         """Recompute gates of ``slots`` from state (see the module docstring)."""
@@ -528,6 +676,73 @@ class _TokenBook:
         off = ex | (st == _INERT)
         self.gate_hi[slots] = np.where(off, _INF, np.where(st == _SETTLED, self.peak[slots], -_INF))
         self.bounds_stale = True
+        if ex.any():  # exiting: no exit detection either
+            gone = slots[ex]
+            self.x_up[gone] = _INF
+            self.x_dn[gone] = -_INF
+            self.x_wait[gone] = _INF
+            self.x_bounds_stale = True
+
+    def is_live(self, slots: IDX) -> B:
+        """Not exiting, and a stop to evaluate or exits armed."""
+        out: B = ~self.exiting[slots] & ((self.state[slots] != _INERT) | self.has_exit[slots])
+        return out
+
+    def force_exit_check(self, slots: IDX) -> None:
+        """Exit gates after an arm or a release: check live exit slots at the next tick."""
+        on = self.has_exit[slots] & ~self.exiting[slots]
+        self.x_up[slots] = np.where(on, -_INF, _INF)
+        self.x_dn[slots] = -_INF
+        self.x_wait[slots] = _INF
+        self.x_bounds_stale = True
+
+    def exit_gates(self, slots: IDX, gain: F64, ts: float) -> None:
+        """Exit gates of live exit slots checked at a tick (gain, ts) without a hit."""
+        tp_above = gain >= self.tp_hi[slots]  # above the TP band: it may fall back in
+        up = np.where(tp_above, _INF, self.g_tp[slots])
+        dn = np.where(tp_above, self.g_tpc[slots], -_INF)
+        wait = np.full(slots.shape[0], _INF)
+
+        st_after = self.st_after[slots]
+        st_on = st_after < _INF
+        aged = st_on & (ts >= st_after)
+        below = gain < self.st_min[slots]
+        above = gain > self.st_max[slots]
+        up = np.where(aged & below, np.minimum(up, self.g_slo[slots]), up)
+        dn = np.where(aged & above, np.maximum(dn, self.g_shi[slots]), dn)
+        up = np.where(aged & ~below & ~above, -_INF, up)  # in band yet no hit: never, but safe
+        wait = np.where(st_on & ~aged, np.minimum(wait, st_after), wait)
+
+        ready_ts = self.dca_ready[slots]
+        dca_on = self.dca_drop[slots] > -_INF
+        ready = ts >= ready_ts
+        dn = np.where(dca_on & ready, np.maximum(dn, self.g_dca[slots]), dn)
+        wait = np.where(dca_on & ~ready, np.minimum(wait, ready_ts), wait)
+
+        self.x_up[slots] = up
+        self.x_dn[slots] = dn
+        self.x_wait[slots] = wait
+        self.x_bounds_stale = True
+
+
+def _up_gate(purchase: F64, pct: F64) -> F64:
+    """A price at or below the smallest price whose float gain is ≥ ``pct`` (widened by
+    ``_GATE_MARGIN``); +inf when ``pct`` is +inf, -inf (always check) if not finite."""
+    with np.errstate(all="ignore"):
+        x = purchase * (1 + pct / 100)
+        gate = x - (np.abs(x) + purchase * np.abs(pct) / 100) * _GATE_MARGIN
+    out: F64 = np.where(np.isfinite(gate), gate, np.where(pct == _INF, _INF, -_INF))
+    return out
+
+
+def _down_gate(purchase: F64, pct: F64) -> F64:
+    """A price at or above the largest price whose float gain is ≤ ``pct`` (widened by
+    ``_GATE_MARGIN``); -inf when ``pct`` is -inf, +inf (always check) if not finite."""
+    with np.errstate(all="ignore"):
+        x = purchase * (1 + pct / 100)
+        gate = x + (np.abs(x) + purchase * np.abs(pct) / 100) * _GATE_MARGIN
+    out: F64 = np.where(np.isfinite(gate), gate, np.where(pct == -_INF, -_INF, _INF))
+    return out
 
 
 class ArmedBook:
@@ -596,8 +811,13 @@ class ArmedBook:
 
     # -- arming -----------------------------------------------------------------
 
-    def arm(self, positions: Iterable[ArmedPosition]) -> None:
-        """Arm (or re-arm, replacing) positions; the last of duplicate ids wins."""
+    def arm(self, positions: Iterable[ArmedPosition], *, release: bool = False) -> None:
+        """Arm (or re-arm, replacing) positions; the last of duplicate ids wins.
+
+        A re-arm keeps an exiting position exiting unless ``release``: the agent
+        re-arms with fresh parameters after acting on a trigger and releases in
+        the same call.
+        """
         latest: dict[str, ArmedPosition] = {}
         for pos in positions:
             latest.pop(pos.position_id, None)
@@ -608,7 +828,7 @@ class ArmedBook:
             old_token = self._token_of.get(pos.position_id)
             if old_token is not None:
                 old = self._books[old_token]
-                exiting = bool(old.exiting[old.slot_of[pos.position_id]])
+                exiting = bool(old.exiting[old.slot_of[pos.position_id]]) and not release
                 self._remove(pos.position_id)
             by_token.setdefault(pos.token, []).append((pos, exiting))
         for token, items in by_token.items():
@@ -628,6 +848,8 @@ class ArmedBook:
         pid: list[int] = []
         state: list[int] = []
         exiting: list[bool] = []
+        has_exit: list[bool] = []
+        exit_rows: list[tuple[float, ...]] = []
         acquire = self._params.acquire
         for pos, ex in items:
             params = pos.stop
@@ -646,6 +868,23 @@ class ArmedBook:
             else:
                 state.append(_PENDING)
             exiting.append(ex)
+            exits = pos.exits
+            if exits is not None and q > 0:  # the scalar rules never act on q ≤ 0
+                has_exit.append(True)
+                exit_rows.append(
+                    (
+                        exits.tp_target,
+                        exits.tp_ceiling,
+                        exits.stale_after_ts,
+                        exits.stale_min,
+                        exits.stale_max,
+                        exits.dca_drop,
+                        exits.dca_ready_ts,
+                    )
+                )
+            else:
+                has_exit.append(False)
+                exit_rows.append(_NO_EXITS)
             tb.slot_of[pos.position_id] = len(tb.ids)  # ids are slot-aligned
             tb.ids.append(pos.position_id)
             tb.meta.append(pos)
@@ -657,11 +896,28 @@ class ArmedBook:
         tb.pid[sl] = pid
         tb.state[sl] = state
         tb.exiting[sl] = exiting
+        tb.has_exit[sl] = has_exit
+        cols = np.array(exit_rows, dtype=np.float64).reshape(k, 7)
+        tb.tp_lo[sl] = cols[:, 0]
+        tb.tp_hi[sl] = cols[:, 1]
+        tb.st_after[sl] = cols[:, 2]
+        tb.st_min[sl] = cols[:, 3]
+        tb.st_max[sl] = cols[:, 4]
+        tb.dca_drop[sl] = cols[:, 5]
+        tb.dca_ready[sl] = cols[:, 6]
+        qs = tb.purchase[sl]
+        tb.g_tp[sl] = _up_gate(qs, cols[:, 0])
+        tb.g_tpc[sl] = _down_gate(qs, cols[:, 1])
+        tb.g_slo[sl] = _up_gate(qs, cols[:, 3])
+        tb.g_shi[sl] = _down_gate(qs, cols[:, 4])
+        tb.g_dca[sl] = _down_gate(qs, cols[:, 5])
         with np.errstate(all="ignore"):
             tb.stop_px[sl] = tb.purchase[sl] * (1 + tb.pct[sl] / 100)  # SL-11, as scalar
         tb.n = start + k
-        tb.live += sum(1 for st, ex in zip(state, exiting, strict=True) if st != _INERT and not ex)
-        tb.refresh_gates(np.arange(start, start + k))
+        new = np.arange(start, start + k)
+        tb.live += int(tb.is_live(new).sum())
+        tb.refresh_gates(new)
+        tb.force_exit_check(new)
 
     def disarm(self, position_ids: Iterable[str]) -> int:
         """Forget positions (closed elsewhere); returns how many were armed."""
@@ -676,7 +932,7 @@ class ArmedBook:
         token = self._token_of.pop(position_id)
         tb = self._books[token]
         slot = tb.slot_of.pop(position_id)
-        if tb.state[slot] != _INERT and not tb.exiting[slot]:
+        if tb.is_live(np.array([slot], dtype=np.intp))[0]:
             tb.live -= 1
         self._params.release(int(tb.pid[slot]))
         tb.swap_remove(slot)
@@ -693,9 +949,11 @@ class ArmedBook:
             slot = tb.slot_of[position_id]
             if tb.exiting[slot]:
                 tb.exiting[slot] = False
-                if tb.state[slot] != _INERT:
+                one = np.array([slot], dtype=np.intp)
+                if tb.is_live(one)[0]:
                     tb.live += 1
-                tb.refresh_gates(np.array([slot], dtype=np.intp))
+                tb.refresh_gates(one)
+                tb.force_exit_check(one)
 
     # -- evaluation -------------------------------------------------------------
 
@@ -706,9 +964,10 @@ class ArmedBook:
         if paused:
             gc.disable()
         try:
-            for token, raw_price, ts in ticks:
+            for token, raw_price, raw_ts in ticks:
                 price = float(raw_price)
-                if not (math.isfinite(price) and price > 0):
+                ts = float(raw_ts)
+                if not (math.isfinite(price) and price > 0 and math.isfinite(ts)):
                     out.rejected += 1
                     continue
                 self._last[token] = (price, ts)
@@ -728,9 +987,69 @@ class ArmedBook:
             tb.min_hi = float(tb.gate_hi[:n].min())
             tb.max_lo = float(tb.gate_lo[:n].max())
             tb.bounds_stale = False
-        if not (price > tb.min_hi or price <= tb.max_lo):
-            return  # no gate crossed: nothing can happen (module docstring, step 1)
+        if price > tb.min_hi or price <= tb.max_lo:
+            self._stop_pass(tb, price, ts, out)
+        # else: no stop gate crossed, no stop can act (module docstring, step 1)
+        if tb.x_bounds_stale:
+            tb.x_min_up = float(tb.x_up[:n].min())
+            tb.x_max_dn = float(tb.x_dn[:n].max())
+            tb.x_min_wait = float(tb.x_wait[:n].min())
+            tb.x_bounds_stale = False
+        if price >= tb.x_min_up or price <= tb.x_max_dn or ts >= tb.x_min_wait:
+            self._exit_pass(tb, price, ts, out)
 
+    def _exit_pass(self, tb: _TokenBook, price: float, ts: float, out: BatchResult) -> None:
+        """Take-profit, stale-trade and DCA detection on the slots whose exit gates the
+        tick crossed (module docstring, "Exit detection"); stop-triggered and exiting
+        slots have their gates off."""
+        n = tb.n
+        cand = np.flatnonzero(
+            (tb.x_up[:n] <= price) | (tb.x_dn[:n] >= price) | (tb.x_wait[:n] <= ts)
+        )
+        if not cand.size:
+            return
+        with np.errstate(all="ignore"):
+            q = tb.purchase[cand]
+            gain = (price - q) / q * 100.0  # the scalar rules' double operations
+            tp = (gain >= tb.tp_lo[cand]) & (gain < tb.tp_hi[cand])
+            stale = (
+                (ts >= tb.st_after[cand]) & (tb.st_min[cand] <= gain) & (gain <= tb.st_max[cand])
+            )
+            dca = (ts >= tb.dca_ready[cand]) & (gain <= tb.dca_drop[cand])
+        hit = tp | stale | dca
+        if hit.any():
+            fired = cand[hit]
+            code = np.where(tp[hit], 0, np.where(stale[hit], 1, 2)).tolist()
+            meta = tb.meta
+            token = tb.token
+            reasons = EXIT_REASONS
+            out.triggers.extend(
+                [
+                    _new_tuple(
+                        ExitTrigger,
+                        (m.position_id, m.agent_id, m.host, token, reasons[c], price, ts, pct, px),
+                    )
+                    for m, c, pct, px in zip(
+                        [meta[s] for s in fired.tolist()],
+                        code,
+                        tb.pct[fired].tolist(),
+                        tb.stop_px[fired].tolist(),
+                        strict=True,
+                    )
+                ]
+            )
+            tb.exiting[fired] = True
+            tb.live -= int(fired.size)
+            tb.refresh_gates(fired)
+            miss = ~hit
+            if miss.any():
+                tb.exit_gates(cand[miss], gain[miss], ts)
+        else:
+            tb.exit_gates(cand, gain, ts)
+
+    def _stop_pass(self, tb: _TokenBook, price: float, ts: float, out: BatchResult) -> None:
+        """The stop-loss decisions of a tick that crossed a stop gate (steps 1–3)."""
+        n = tb.n
         hi = np.flatnonzero(tb.gate_hi[:n] < price)
         lo = np.flatnonzero(tb.gate_lo[:n] >= price)
         if hi.size:
