@@ -1,9 +1,11 @@
 """The armed-position book: lifecycle, batches, and exact agreement with the scalar rules.
 
-The property test is the contract of :mod:`valux.evaluation.book`: for any
+The property tests are the contract of :mod:`valux.evaluation.book`: for any
 positions and tick paths, the book's triggers and updates equal those of
 running :func:`valux.rules.stop_loss.evaluate_stop` position by position, tick
-by tick, feeding back what it persists.
+by tick, feeding back what it persists — and, for positions armed with exit
+parameters, then checking :func:`valux.evaluation.book.exit_reason` (take
+profit, stale trade, DCA in ORCH-3 order) when the stop did not fire.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from valux.evaluation.book import ArmedBook, ArmedPosition, BatchResult, ExitTrigger
+from valux.evaluation.book import (
+    ArmedBook,
+    ArmedPosition,
+    BatchResult,
+    ExitParams,
+    ExitTrigger,
+    exit_reason,
+)
 from valux.rules.stop_loss import (
     StopLossParams,
     evaluate_stop,
@@ -359,13 +368,14 @@ class _Model:
     def __init__(self) -> None:
         self.positions: dict[str, _ModelPos] = {}
 
-    def arm(self, positions: list[ArmedPosition]) -> None:
+    def arm(self, positions: list[ArmedPosition], release: bool = False) -> None:
         for p in positions:
             old = self.positions.pop(p.position_id, None)
             peak, pct = p.peak, p.stop_pct
             if peak is None and pct is None:
                 pct, peak = initial_stop(p.purchase_price, p.stop)  # SL-1
-            self.positions[p.position_id] = _ModelPos(p, peak, pct, old is not None and old.exiting)
+            exiting = old is not None and old.exiting and not release
+            self.positions[p.position_id] = _ModelPos(p, peak, pct, exiting)
 
     def disarm(self, ids: list[str]) -> int:
         return sum(self.positions.pop(i, None) is not None for i in set(ids))
@@ -376,8 +386,9 @@ class _Model:
                 self.positions[i].exiting = False
 
     def ticks(self, batch: list[Tick]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
-        """Triggers, updates and the number of evaluations that can act (not exiting,
-        enabled, purchase not guarded by SL-3)."""
+        """Triggers, updates and the number of evaluations that can act (not exiting, and
+        a stop enabled with a purchase not guarded by SL-3, or exits armed). A position
+        whose stop did not fire is then checked for its exits (ORCH-3 order)."""
         triggers: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         evaluated = 0
@@ -386,7 +397,8 @@ class _Model:
                 if m.spec.token != token or m.exiting:
                     continue
                 q = m.spec.purchase_price
-                evaluated += m.spec.stop.enabled and not (q == 0 or q < 1e-15)
+                has_exits = m.spec.exits is not None and q > 0
+                evaluated += (m.spec.stop.enabled and not (q == 0 or q < 1e-15)) or has_exits
                 d = evaluate_stop(
                     purchase_price=m.spec.purchase_price,
                     stored_peak=m.peak,
@@ -398,12 +410,28 @@ class _Model:
                     m.peak, m.pct = d.peak, d.stop_pct
                     update = (pid, m.spec.agent_id, m.spec.host, token, d.peak, d.stop_pct, ts)
                     updates.append(update)
+                spec = m.spec
                 if d.triggered:
                     m.exiting = True
-                    spec = m.spec
                     trigger = (pid, spec.agent_id, spec.host, token, "stop_loss", price, ts)
                     triggers.append((*trigger, d.stop_pct, d.stop_price))
-        return sorted(triggers), sorted(updates), evaluated
+                elif has_exits and spec.exits is not None:
+                    reason = exit_reason(spec.exits, q, price, ts)
+                    if reason is not None:
+                        m.exiting = True
+                        px = None if m.pct is None else stop_price(q, m.pct)
+                        trigger = (pid, spec.agent_id, spec.host, token, reason, price, ts)
+                        triggers.append((*trigger, m.pct, px))
+        return sorted(triggers, key=_order), sorted(updates), evaluated
+
+
+def _order(t: tuple[Any, ...]) -> tuple[str, float]:
+    return (t[0], t[6])
+
+
+def _nan_to_none(t: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The book reports a missing stop as NaN; the model as None."""
+    return tuple(None if isinstance(x, float) and math.isnan(x) else x for x in t)
 
 
 def _run_steps(steps: list[Step]) -> None:
@@ -413,9 +441,9 @@ def _run_steps(steps: list[Step]) -> None:
     model = _Model()
     seen: set[str] = set()
     for kind, arg in steps:
-        if kind == "arm":
-            book.arm(arg)
-            model.arm(arg)
+        if kind in ("arm", "arm_release"):
+            book.arm(arg, release=kind == "arm_release")
+            model.arm(arg, release=kind == "arm_release")
             seen.update(p.position_id for p in arg)
         elif kind == "disarm":
             assert book.disarm(arg) == model.disarm(arg)
@@ -424,7 +452,7 @@ def _run_steps(steps: list[Step]) -> None:
             model.release(arg)
         else:
             res = book.on_ticks(arg)
-            got_triggers = sorted(tuple(t) for t in res.triggers)
+            got_triggers = sorted((_nan_to_none(tuple(t)) for t in res.triggers), key=_order)
             got_updates = sorted(tuple(u) for u in res.updates)
             assert (got_triggers, got_updates, res.evaluated) == model.ticks(arg)
         assert book.armed_count() == len(model.positions)
@@ -567,4 +595,257 @@ def test_book_equals_scalar_rules_on_branch_points_grid() -> None:
                     ts += 1.0
                     batch.append((token, p, ts))
             steps.append(("ticks", batch))
+    _run_steps(steps)
+
+
+# -- exits: take profit, stale trade, DCA (module docstring, "Exit detection") ------------
+
+
+def xpos(
+    pid: str,
+    exits: ExitParams,
+    purchase: float = 100.0,
+    *,
+    params: StopLossParams = FIXED,
+    token: str = "SOLX",
+) -> ArmedPosition:
+    return ArmedPosition(pid, "agent-1", 0, token, purchase, params, exits=exits)
+
+
+OFF = StopLossParams(False, -32.0, "fixed")
+
+
+def reasons(res: BatchResult) -> list[tuple[str, str, float]]:
+    return [(t.position_id, t.reason, t.ts) for t in res.triggers]
+
+
+def test_take_profit_detection_is_inclusive_and_exiting_until_released() -> None:
+    """gain ≥ tp_target fires ``take_profit`` (inclusive; 149.99… does not), carrying the
+    position's current stop; the position is exiting until re-armed with release."""
+    book = ArmedBook()
+    book.arm([xpos("p1", ExitParams(tp_target=50.0))])
+    assert book.on_ticks([("SOLX", math.nextafter(150.0, 0), 1.0)]).triggers == []
+    res = book.on_ticks([("SOLX", 150.0, 2.0)])
+    assert res.triggers == [
+        ExitTrigger("p1", "agent-1", 0, "SOLX", "take_profit", 150.0, 2.0, 40.0, 140.0)
+    ]
+    assert book.is_exiting("p1")
+    assert book.on_ticks([("SOLX", 200.0, 3.0)]).triggers == []
+    book.arm([xpos("p1", ExitParams(tp_target=150.0))])  # a plain re-arm keeps it exiting
+    assert book.is_exiting("p1")
+    book.arm([xpos("p1", ExitParams(tp_target=150.0))], release=True)
+    assert not book.is_exiting("p1")
+    assert book.on_ticks([("SOLX", 249.0, 4.0)]).triggers == []
+    assert reasons(book.on_ticks([("SOLX", 250.0, 5.0)])) == [("p1", "take_profit", 5.0)]
+
+
+def test_take_profit_ceiling_bounds_the_band() -> None:
+    """tp_ceiling: take profit fires only for gains in [target, ceiling); a price above the
+    ceiling that falls back into the band fires then."""
+    book = ArmedBook()
+    book.arm([xpos("p1", ExitParams(tp_target=50.0, tp_ceiling=100.0), params=OFF)])
+    assert book.on_ticks([("SOLX", 200.0, 1.0), ("SOLX", 250.0, 2.0)]).triggers == []
+    assert reasons(book.on_ticks([("SOLX", 199.0, 3.0)])) == [("p1", "take_profit", 3.0)]
+
+
+def test_stale_detection_needs_age_and_band() -> None:
+    """stale: ts ≥ stale_after_ts (the tick's ts is the clock) and min ≤ gain ≤ max, both
+    inclusive; an inverted band never fires."""
+    book = ArmedBook()
+    exits = ExitParams(stale_after_ts=100.0, stale_min=1.0, stale_max=10.0)
+    book.arm(
+        [
+            xpos("p1", exits),
+            xpos("inv", replace(exits, stale_min=10.0, stale_max=1.0)),
+        ]
+    )
+    assert book.on_ticks([("SOLX", 105.0, 99.0)]).triggers == []
+    assert book.on_ticks([("SOLX", 111.0, 100.0), ("SOLX", 100.5, 101.0)]).triggers == []
+    assert reasons(book.on_ticks([("SOLX", 110.0, 102.0)])) == [("p1", "stale_trade", 102.0)]
+    assert book.on_ticks([("SOLX", 105.0, 1e6)]).triggers == []
+
+
+def test_dca_detection_after_cooldown() -> None:
+    """dca: gain ≤ dca_drop (inclusive) once ts ≥ dca_ready_ts."""
+    book = ArmedBook()
+    book.arm([xpos("p1", ExitParams(dca_drop=-20.0, dca_ready_ts=50.0), params=OFF)])
+    assert book.on_ticks([("SOLX", 70.0, 49.0), ("SOLX", 80.5, 50.0)]).triggers == []
+    assert reasons(book.on_ticks([("SOLX", 80.0, 50.0)])) == [("p1", "dca", 50.0)]
+
+
+def test_reason_is_the_first_in_orch_order() -> None:
+    """Several conditions at once: take_profit before stale_trade before dca."""
+    book = ArmedBook()
+    everything = ExitParams(
+        tp_target=-50.0, stale_after_ts=0.0, stale_min=-60.0, stale_max=0.0, dca_drop=-5.0
+    )
+    book.arm(
+        [
+            xpos("all", everything, params=OFF),
+            xpos("stale+dca", replace(everything, tp_target=math.inf), params=OFF),
+            xpos("dca", replace(everything, tp_target=math.inf, stale_after_ts=9.0), params=OFF),
+        ]
+    )
+    res = book.on_ticks([("SOLX", 90.0, 1.0)])
+    assert sorted(reasons(res)) == [
+        ("all", "take_profit", 1.0),
+        ("dca", "dca", 1.0),
+        ("stale+dca", "stale_trade", 1.0),
+    ]
+
+
+def test_stop_trigger_comes_first_on_the_same_tick() -> None:
+    """ORCH-3: a tick that triggers the stop emits only the stop trigger, even if a DCA
+    level or the stale band is also met."""
+    book = ArmedBook()
+    book.arm([xpos("p1", ExitParams(dca_drop=-20.0, stale_after_ts=0.0, stale_min=-50.0))])
+    res = book.on_ticks([("SOLX", 60.0, 1.0)])
+    assert reasons(res) == [("p1", "stop_loss", 1.0)]
+
+
+def test_exit_only_positions_are_live_and_purchase_zero_has_no_exits() -> None:
+    """A position with its stop disabled but exits armed is evaluated (counted) and fires;
+    a purchase price ≤ 0 never acts on its exits (as the scalar rules)."""
+    book = ArmedBook()
+    book.arm(
+        [
+            xpos("off", ExitParams(tp_target=10.0), params=OFF),
+            xpos("zero", ExitParams(tp_target=-100.0, dca_drop=0.0), purchase=0.0, params=OFF),
+        ]
+    )
+    res = book.on_ticks([("SOLX", 105.0, 1.0)])
+    assert res.evaluated == 1 and res.triggers == []
+    assert reasons(book.on_ticks([("SOLX", 110.0, 2.0)])) == [("off", "take_profit", 2.0)]
+    assert exit_reason(ExitParams(tp_target=-100.0), 0.0, 1.0, 0.0) is None
+
+
+def test_exit_params_reject_nan_and_non_finite_ts_is_rejected() -> None:
+    """ExitParams refuse NaN; a tick with a non-finite ts (the exits' clock) is rejected."""
+    with pytest.raises(ValueError):
+        ExitParams(stale_min=math.nan)
+    book = ArmedBook()
+    book.arm([xpos("p1", ExitParams(stale_after_ts=0.0, stale_min=-100.0, stale_max=1e9))])
+    res = book.on_ticks([("SOLX", 100.0, math.inf), ("SOLX", 100.0, math.nan)])
+    assert res.rejected == 2 and res.triggers == []
+
+
+def test_ticks_that_cross_no_gate_skip_the_exit_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """O(1): after a position's first check, a tick that crosses none of its exit gates
+    (below the TP price, above the DCA price, before its stale age) runs no exit pass; a
+    tick reaching the stale age does."""
+    calls: list[float] = []
+    original = ArmedBook._exit_pass
+
+    def counting(self: ArmedBook, tb: Any, price: float, ts: float, out: BatchResult) -> None:
+        calls.append(ts)
+        original(self, tb, price, ts, out)
+
+    monkeypatch.setattr(ArmedBook, "_exit_pass", counting)
+    book = ArmedBook()
+    exits = ExitParams(
+        tp_target=50.0, dca_drop=-20.0, stale_after_ts=100.0, stale_min=1.0, stale_max=10.0
+    )
+    book.arm([xpos(f"p{i}", exits, purchase=100.0 + i) for i in range(50)])
+    book.on_ticks([("SOLX", 120.0, 1.0)])  # the forced first check
+    assert calls == [1.0]
+    book.on_ticks([("SOLX", 125.0, 2.0), ("SOLX", 130.0, 3.0), ("SOLX", 121.0, 99.0)])
+    assert calls == [1.0]
+    res = book.on_ticks([("SOLX", 121.0, 100.0)])  # aged: re-check, some enter the band
+    assert calls == [1.0, 100.0]
+    assert {t.reason for t in res.triggers} == {"stale_trade"}
+
+
+# -- the property: book exits == stop first, then exit_reason -----------------------------
+
+exits_st = st.builds(
+    ExitParams,
+    tp_target=st.one_of(
+        st.sampled_from([math.inf, math.inf, 5.0, 20.0, 50.0, 0.0, -10.0]), st.floats(-50, 300)
+    ),
+    stale_after_ts=st.one_of(st.sampled_from([math.inf, 0.0, 3.0, 7.5, 12.0]), st.floats(0, 30)),
+    stale_min=st.one_of(st.sampled_from([-5.0, 1.0, 10.0, -math.inf]), st.floats(-60, 60)),
+    stale_max=st.one_of(st.sampled_from([-1.0, 10.0, 30.0, math.inf]), st.floats(-60, 300)),
+    dca_drop=st.one_of(st.sampled_from([-math.inf, -10.0, -20.0, -1.0]), st.floats(-99, 0)),
+    dca_ready_ts=st.one_of(st.sampled_from([-math.inf, 0.0, 5.0, 9.5]), st.floats(0, 30)),
+    tp_ceiling=st.one_of(st.sampled_from([math.inf, math.inf, 30.0, 100.0]), st.floats(0, 400)),
+)
+
+
+@st.composite
+def exit_position_st(draw: st.DrawFn, index: int) -> ArmedPosition:
+    base = draw(position_st(index))
+    exits = draw(st.one_of(st.none(), exits_st, exits_st))
+    return replace(base, exits=exits)
+
+
+@st.composite
+def exit_tick_st(draw: st.DrawFn, pool: list[ArmedPosition], ts: float) -> Tick:
+    """A tick placed on an exit threshold (±1 ulp), or a stop-side tick, at a ts that is
+    usually the next second and sometimes anywhere (ts need not be monotone)."""
+    anchor = draw(st.sampled_from(pool))
+    exits = anchor.exits
+    if exits is not None and anchor.purchase_price > 0 and draw(st.booleans()):
+        pcts = [
+            x
+            for x in (
+                exits.tp_target,
+                exits.tp_ceiling,
+                exits.stale_min,
+                exits.stale_max,
+                exits.dca_drop,
+            )
+            if math.isfinite(x) and x > -100
+        ]
+        if pcts:
+            price = anchor.purchase_price * (1 + draw(st.sampled_from(pcts)) / 100)
+            price = draw(
+                st.sampled_from([price, math.nextafter(price, 0.0), math.nextafter(price, 9e9)])
+            )
+        else:
+            price = anchor.purchase_price * draw(st.floats(0.3, 3.0))
+        if not (price > 0 and math.isfinite(price)):
+            price = 1.0
+        token = anchor.token
+    else:
+        token, price, _ = draw(tick_st(pool, ts))
+    when = draw(st.sampled_from([ts, ts, ts, ts - 0.5, draw(st.floats(0, 30))]))
+    return (token, price, when)
+
+
+@st.composite
+def exit_steps_st(draw: st.DrawFn) -> list[Step]:
+    """Arm (plain and with release), tick batches, releases and disarms."""
+    n = draw(st.integers(1, 10))
+    pool = [draw(exit_position_st(i)) for i in range(n)]
+    pool += [draw(exit_position_st(i)) for i in range(draw(st.integers(0, 3)))]  # re-arms
+    ids_st = st.lists(st.sampled_from([p.position_id for p in pool] + ["ghost"]), max_size=4)
+    steps: list[Step] = [("arm", draw(st.lists(st.sampled_from(pool), min_size=1, max_size=n + 2)))]
+    ts = 0.0
+    for _ in range(draw(st.integers(1, 14))):
+        kind = draw(
+            st.sampled_from(["ticks", "ticks", "ticks", "arm", "arm_release", "release", "disarm"])
+        )
+        if kind == "ticks":
+            batch = []
+            for _ in range(draw(st.integers(1, 5))):
+                ts += 1.0
+                batch.append(draw(exit_tick_st(pool, ts)))
+            steps.append(("ticks", batch))
+        elif kind in ("arm", "arm_release"):
+            steps.append((kind, draw(st.lists(st.sampled_from(pool), max_size=4))))
+        else:
+            steps.append((kind, draw(ids_st)))
+    return steps
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(exit_steps_st())
+def test_book_exit_triggers_equal_scalar_model(steps: list[Step]) -> None:
+    """Property: for random positions (all stop modes, restored or fresh state, with or
+    without random take-profit bands, stale ages/bands (inverted too) and DCA drops and
+    cooldowns), random tick batches on every exit threshold ±1 ulp with monotone or
+    jumping ts, interleaved with re-arms (plain and releasing), releases and disarms, the
+    book's triggers — which position, which tick, which reason (stop first, then
+    take_profit, stale_trade, dca), which stop — its updates, evaluation counts and
+    every position's state equal the scalar model: evaluate_stop, then exit_reason."""
     _run_steps(steps)

@@ -315,9 +315,6 @@ def arm_params(state: PositionState, config: AgentConfig, now: float) -> ExitPar
     )
 
 
-_NOTHING: Final = ExitParams()
-
-
 def armed_position(
     state: PositionState,
     config: AgentConfig,
@@ -340,7 +337,13 @@ def armed_position(
         stop=stop_loss_params(config),
         peak=state.peak,
         stop_pct=state.stop_pct,
-        exits=None if exits == _NOTHING else exits,
+        exits=exits if _can_act(exits) else None,
+    )
+
+
+def _can_act(exits: ExitParams) -> bool:
+    return (
+        exits.tp_target < math.inf or exits.stale_after_ts < math.inf or exits.dca_drop > -math.inf
     )
 
 
