@@ -93,9 +93,10 @@ class Run:
     def rate(self) -> float:
         return self.ticks / self.seconds
 
-    @property
-    def closes(self) -> int:
-        return sum(1 for seq in self.slots.values() for _, c in seq if c is not None)
+    def closes(self, horizon: int | None = None) -> int:
+        """Positions closed before tick ``horizon`` (all without one)."""
+        end = self.ticks if horizon is None else horizon
+        return sum(1 for seq in self.slots.values() for _, c in seq if c is not None and c < end)
 
 
 def run_valux(prices: list[float], k: int, stride: int) -> Run:
@@ -317,8 +318,8 @@ async def run(
             "valux_s": valux.seconds,
             "nautilus_s": nautilus.seconds,
             "nautilus_ticks": horizon,
-            "valux_closes": valux.closes,
-            "nautilus_closes": nautilus.closes,
+            "valux_closes": valux.closes(horizon),
+            "nautilus_closes": nautilus.closes(),
             "comparison": cmp,
         }
         result.notes.append(
@@ -326,7 +327,7 @@ async def run(
             f"{cmp['loss_region']} later in valux because its stop cannot trail below the "
             f"purchase price, {cmp['grid_or_rounding']} off by the level grid or cent "
             f"rounding, {cmp['not_compared']} not comparable after a slot diverged; closes in "
-            f"total: valux {valux.closes}, Nautilus {nautilus.closes}."
+            f"those ticks: valux {valux.closes(horizon)}, Nautilus {nautilus.closes()}."
         )
     result.notes.append(
         "valux cannot express a pure 5 % trail (stops are % of purchase and a custom level's stop "

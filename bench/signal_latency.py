@@ -58,7 +58,9 @@ async def run(env: BenchEnv, result: BenchResult, *, signals: int, warmup: int =
             if i >= warmup:
                 latencies.append(elapsed * 1000)
             await system.request("POST", f"/api/v1/positions/{outcome['position_id']}/close", {})
-        host = histogram_summary(await system.metrics_text(), "valux_signal_to_fill_seconds")
+        text = await system.metrics_text()
+        host = histogram_summary(text, "valux_signal_to_fill_seconds")
+        commits = histogram_summary(text, "valux_journal_commit_seconds")
     result.add(
         Row(
             "signal → fill acknowledged (HTTP round trip)",
@@ -74,6 +76,16 @@ async def run(env: BenchEnv, result: BenchResult, *, signals: int, warmup: int =
                 "ms",
                 stats=host,
                 note="bucket-interpolated; includes warm-up",
+            )
+        )
+    if commits:
+        result.add(
+            Row(
+                "  journal group commit, any host (histogram)",
+                "ms",
+                stats=commits,
+                note="a signal waits for ~4 of these in sequence (buy intent, wallet intent, "
+                "fill, position opened)",
             )
         )
     result.details["outcomes"] = statuses
