@@ -10,6 +10,16 @@ so N stays constant. Columns: p50/p99/max/mean ms per batch; ``scan ms``, the
 median cost of a tick that crosses some gate and so pays the full numpy passes
 over N (most ticks cross none and cost O(1)); mean scalar (decimal) fallbacks,
 triggers and updates per batch; seconds to arm N. Asserts nothing about time.
+
+    python -m bench.bench_evaluator --all-rules
+
+``--all-rules``: every position also has take-profit, stale-trade and DCA
+detection armed (:class:`~valux.evaluation.book.ExitParams`): a TP target of
++25 or +50 %, a stale band of [1, 10] % after an hour (the initial positions
+were opened up to two hours ago, so about half are already old enough), a
+DCA level of -10 or -20 % with a 30 s cooldown after a recent buy for some.
+Any trigger (stop or exit) is replaced by a fresh position, as the agent
+would re-arm it. The extra column ``exit/b`` counts the non-stop triggers.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import random
 import time
 from collections.abc import Sequence
 
-from valux.evaluation.book import ArmedBook, ArmedPosition
+from valux.evaluation.book import ArmedBook, ArmedPosition, ExitParams
 from valux.rules.stop_loss import StopLossParams
 
 TOKEN = "BENCH"
@@ -43,10 +53,27 @@ def agent_configs(count: int, rng: random.Random) -> list[StopLossParams]:
 
 
 def make_position(
-    index: int, price: float, configs: Sequence[StopLossParams], rng: random.Random
+    index: int,
+    price: float,
+    configs: Sequence[StopLossParams],
+    rng: random.Random,
+    *,
+    opened_at: float | None = None,
 ) -> ArmedPosition:
-    """A fresh position bought around ``price`` (±15 % log-normal)."""
+    """A fresh position bought around ``price`` (±15 % log-normal); with ``opened_at``,
+    take-profit, stale-trade and DCA detection are armed too (see ``--all-rules``)."""
     agent = index % len(configs)
+    exits = None
+    if opened_at is not None:
+        last_dca = opened_at - rng.uniform(0.0, 60.0) if agent % 3 == 0 else None
+        exits = ExitParams(
+            tp_target=25.0 if agent % 2 else 50.0,
+            stale_after_ts=opened_at + 3600.0,
+            stale_min=1.0,
+            stale_max=10.0,
+            dca_drop=-10.0 if agent % 2 else -20.0,
+            dca_ready_ts=-math.inf if last_dca is None else last_dca + 30.0,
+        )
     return ArmedPosition(
         position_id=f"pos-{index}",
         agent_id=f"agent-{agent}",
@@ -54,6 +81,7 @@ def make_position(
         token=TOKEN,
         purchase_price=price * math.exp(rng.gauss(0.0, 0.15)),
         stop=configs[agent],
+        exits=exits,
     )
 
 
@@ -61,19 +89,34 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def run(positions: int, batches: int, ticks: int, vol: float, warmup: int, seed: int) -> None:
+def run(
+    positions: int,
+    batches: int,
+    ticks: int,
+    vol: float,
+    warmup: int,
+    seed: int,
+    all_rules: bool = False,
+) -> None:
     rng = random.Random(seed)
     configs = agent_configs(1000, rng)
     price = 1.0
     book = ArmedBook()
+
+    def opened(now: float, spread: float = 0.0) -> float | None:
+        return now - rng.uniform(0.0, spread) if all_rules else None
+
     t0 = time.perf_counter()
-    book.arm(make_position(i, price, configs, rng) for i in range(positions))
+    book.arm(
+        make_position(i, price, configs, rng, opened_at=opened(0.0, 7200.0))
+        for i in range(positions)
+    )
     arm_s = time.perf_counter() - t0
     gc.collect()
     gc.freeze()  # the armed population is long-lived: keep it out of GC passes
     next_id = positions
     times: list[float] = []
-    fallbacks = triggers = updates = 0
+    fallbacks = triggers = updates = exits = 0
     ts = 0.0
     for b in range(warmup + batches):
         batch = []
@@ -89,10 +132,12 @@ def run(positions: int, batches: int, ticks: int, vol: float, warmup: int, seed:
             fallbacks += res.fallbacks
             triggers += len(res.triggers)
             updates += len(res.updates)
-        if res.triggers:  # sold: replace by fresh positions (untimed)
+            exits += sum(1 for t in res.triggers if t.reason != "stop_loss")
+        if res.triggers:  # sold / handled by the agent: replace by fresh positions (untimed)
             book.disarm(t.position_id for t in res.triggers)
             fresh = [
-                make_position(next_id + k, price, configs, rng) for k in range(len(res.triggers))
+                make_position(next_id + k, price, configs, rng, opened_at=opened(ts))
+                for k in range(len(res.triggers))
             ]
             next_id += len(fresh)
             book.arm(fresh)
@@ -101,7 +146,7 @@ def run(positions: int, batches: int, ticks: int, vol: float, warmup: int, seed:
     # (untimed) forces the next tick through the full compare passes over N.
     scans: list[float] = []
     for _ in range(min(50, batches)):
-        book.arm([make_position(next_id, price, configs, rng)])
+        book.arm([make_position(next_id, price, configs, rng, opened_at=opened(ts))])
         next_id += 1
         ts += 1.5
         t = time.perf_counter_ns()
@@ -110,16 +155,19 @@ def run(positions: int, batches: int, ticks: int, vol: float, warmup: int, seed:
     scans.sort()
     times.sort()
     n = len(times)
+    extra_head = f" {'exit/b':>7}" if all_rules else ""
+    extra = f" {exits / n:>7.1f}" if all_rules else ""
     print(
         f"{'positions':>10} {'ticks/batch':>11} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
         f" {'mean ms':>8} {'scan ms':>8} {'scalar/b':>9} {'trig/b':>7} {'upd/b':>7} {'arm s':>6}"
+        + extra_head
     )
     p50, p99 = percentile(times, 0.50), percentile(times, 0.99)
     print(
         f"{positions:>10} {ticks:>11} {p50:>8.3f} {p99:>8.3f}"
         f" {times[-1]:>8.3f} {sum(times) / n:>8.3f} {percentile(scans, 0.5):>8.3f}"
         f" {fallbacks / n:>9.1f} {triggers / n:>7.1f}"
-        f" {updates / n:>7.1f} {arm_s:>6.2f}"
+        f" {updates / n:>7.1f} {arm_s:>6.2f}" + extra
     )
 
 
@@ -131,8 +179,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--vol", type=float, default=0.002, help="log-price stdev per tick")
     parser.add_argument("--warmup", type=int, default=5, help="untimed batches first")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--all-rules",
+        action="store_true",
+        help="arm take-profit, stale-trade and DCA detection on every position too",
+    )
     args = parser.parse_args(argv)
-    run(args.positions, args.batches, args.ticks, args.vol, args.warmup, args.seed)
+    run(args.positions, args.batches, args.ticks, args.vol, args.warmup, args.seed, args.all_rules)
 
 
 if __name__ == "__main__":

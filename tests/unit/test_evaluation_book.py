@@ -736,9 +736,9 @@ def test_ticks_that_cross_no_gate_skip_the_exit_pass(monkeypatch: pytest.MonkeyP
     calls: list[float] = []
     original = ArmedBook._exit_pass
 
-    def counting(self: ArmedBook, tb: Any, price: float, ts: float, out: BatchResult) -> None:
+    def counting(self: ArmedBook, tb: Any, price: float, ts: float, *rest: Any) -> None:
         calls.append(ts)
-        original(self, tb, price, ts, out)
+        original(self, tb, price, ts, *rest)
 
     monkeypatch.setattr(ArmedBook, "_exit_pass", counting)
     book = ArmedBook()

@@ -601,6 +601,7 @@ class _TokenBook:
         self.token = token
         self.n = 0
         self.live = 0  # slots not exiting and with a stop to evaluate or exits armed
+        self.exit_count = 0  # slots with exits armed (exiting or not)
         self.purchase: F64 = np.empty(capacity)
         self.peak: F64 = np.empty(capacity)  # stored peak, NaN = None
         self.pct: F64 = np.empty(capacity)  # stored stop pct, NaN = None
@@ -682,6 +683,10 @@ class _TokenBook:
             self.x_dn[gone] = -_INF
             self.x_wait[gone] = _INF
             self.x_bounds_stale = True
+
+    def slot_is_live(self, slot: int) -> bool:
+        """:meth:`is_live` of one slot."""
+        return not self.exiting[slot] and (self.state[slot] != _INERT or bool(self.has_exit[slot]))
 
     def is_live(self, slots: IDX) -> B:
         """Not exiting, and a stop to evaluate or exits armed."""
@@ -917,7 +922,14 @@ class ArmedBook:
         new = np.arange(start, start + k)
         tb.live += int(tb.is_live(new).sum())
         tb.refresh_gates(new)
-        tb.force_exit_check(new)
+        added = sum(has_exit)
+        if added:
+            tb.exit_count += added
+            tb.force_exit_check(new)
+        else:  # exit gates off; the token's exit bounds stay valid
+            tb.x_up[sl] = _INF
+            tb.x_dn[sl] = -_INF
+            tb.x_wait[sl] = _INF
 
     def disarm(self, position_ids: Iterable[str]) -> int:
         """Forget positions (closed elsewhere); returns how many were armed."""
@@ -932,8 +944,10 @@ class ArmedBook:
         token = self._token_of.pop(position_id)
         tb = self._books[token]
         slot = tb.slot_of.pop(position_id)
-        if tb.is_live(np.array([slot], dtype=np.intp))[0]:
+        if tb.slot_is_live(slot):
             tb.live -= 1
+        if tb.has_exit[slot]:
+            tb.exit_count -= 1
         self._params.release(int(tb.pid[slot]))
         tb.swap_remove(slot)
         if tb.n == 0:
@@ -950,10 +964,11 @@ class ArmedBook:
             if tb.exiting[slot]:
                 tb.exiting[slot] = False
                 one = np.array([slot], dtype=np.intp)
-                if tb.is_live(one)[0]:
+                if tb.slot_is_live(slot):
                     tb.live += 1
                 tb.refresh_gates(one)
-                tb.force_exit_check(one)
+                if tb.has_exit[slot]:
+                    tb.force_exit_check(one)
 
     # -- evaluation -------------------------------------------------------------
 
@@ -990,22 +1005,43 @@ class ArmedBook:
         if price > tb.min_hi or price <= tb.max_lo:
             self._stop_pass(tb, price, ts, out)
         # else: no stop gate crossed, no stop can act (module docstring, step 1)
+        if not tb.exit_count:
+            return  # no exits armed on this token
         if tb.x_bounds_stale:
             tb.x_min_up = float(tb.x_up[:n].min())
             tb.x_max_dn = float(tb.x_dn[:n].max())
             tb.x_min_wait = float(tb.x_wait[:n].min())
             tb.x_bounds_stale = False
-        if price >= tb.x_min_up or price <= tb.x_max_dn or ts >= tb.x_min_wait:
-            self._exit_pass(tb, price, ts, out)
+        up, dn, wait = price >= tb.x_min_up, price <= tb.x_max_dn, ts >= tb.x_min_wait
+        if up or dn or wait:
+            self._exit_pass(tb, price, ts, up, dn, wait, out)
 
-    def _exit_pass(self, tb: _TokenBook, price: float, ts: float, out: BatchResult) -> None:
+    def _exit_pass(
+        self,
+        tb: _TokenBook,
+        price: float,
+        ts: float,
+        up: bool,
+        dn: bool,
+        wait: bool,
+        out: BatchResult,
+    ) -> None:
         """Take-profit, stale-trade and DCA detection on the slots whose exit gates the
-        tick crossed (module docstring, "Exit detection"); stop-triggered and exiting
+        tick crossed (module docstring, "Exit detection"); ``up``/``dn``/``wait`` say
+        which gate families the token's bounds let cross. Stop-triggered and exiting
         slots have their gates off."""
         n = tb.n
-        cand = np.flatnonzero(
-            (tb.x_up[:n] <= price) | (tb.x_dn[:n] >= price) | (tb.x_wait[:n] <= ts)
-        )
+        masks: list[B] = []
+        if up:
+            masks.append(tb.x_up[:n] <= price)
+        if dn:
+            masks.append(tb.x_dn[:n] >= price)
+        if wait:
+            masks.append(tb.x_wait[:n] <= ts)
+        crossed = masks[0]
+        for mask in masks[1:]:
+            crossed |= mask
+        cand = np.flatnonzero(crossed)
         if not cand.size:
             return
         with np.errstate(all="ignore"):
