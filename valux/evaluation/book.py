@@ -1,11 +1,12 @@
-"""The armed-position book: vectorised stop-loss evaluation over price-tick batches.
+"""The armed-position book: vectorised exit evaluation over price-tick batches.
 
 A StopLossEvaluator actor owns every armed position of a set of tokens in one
 :class:`ArmedBook` and feeds it tick batches. The book decides, for every
 (position, tick), exactly what :func:`valux.rules.stop_loss.evaluate_stop`
 decides — same triggers, same persisted peaks and percentages, bit for bit —
-but with numpy over all positions of a token and no Python loop over positions
-on the common path (DESIGN.md, "Hot paths").
+and detects exactly the ticks at which take profit, stale trade or DCA would
+act, with numpy over all positions of a token and no Python loop over
+positions on the common path (DESIGN.md, "Hot paths").
 
 Contracts
 ---------
@@ -14,10 +15,14 @@ Contracts
   ``evaluate_stop(...).updated`` (SL-12), with the same numbers bit for bit,
   taking the stored state as input and storing ``peak``/``stop_pct`` only when
   updated (what the reference persists is what its next evaluation reads).
+  For a position armed with :class:`ExitParams` whose stop did not fire, it
+  emits an :class:`ExitTrigger` with reason ``take_profit``, ``stale_trade``
+  or ``dca`` exactly when :func:`exit_reason` says so.
 - **Exactly-once exits.** A triggered position is *exiting*: it is not
-  evaluated again until :meth:`ArmedBook.release` (its sale failed) or
-  :meth:`ArmedBook.disarm`. Re-arming an exiting position refreshes its state
-  but keeps it exiting (a re-arm is not a release).
+  evaluated again until :meth:`ArmedBook.release` (its sale failed, or the
+  agent is done with it), ``arm(..., release=True)`` or
+  :meth:`ArmedBook.disarm`. A plain re-arm of an exiting position refreshes
+  its state but keeps it exiting (a re-arm is not a release).
 - **Order.** Ticks are applied in the order given; several ticks of one token
   in a batch are each evaluated (the ratchet sees every tick, a trigger on one
   tick fires even if the next recovers).
@@ -26,9 +31,9 @@ Contracts
 - **Tick validation.** Ticks whose price is not finite or not > 0 are counted
   in ``BatchResult.rejected`` and ignored (feeds already guarantee this; for
   NaN and +inf it is also what the reference does: no trigger, no write).
-- **Tick validation.** A tick whose ``ts`` is not finite is rejected too:
-  ``ts`` is the clock of the time-based exits (the tick's own time, not the
-  wall clock, which is what makes backtests deterministic).
+  So are ticks whose ``ts`` is not finite: ``ts`` is the clock of the
+  time-based exits (the tick's own time, never the wall clock, which makes
+  backtests deterministic).
 - **No I/O.** Pure in-memory; the actor journals the returned updates.
 - **Other exits.** A position armed with :class:`ExitParams` is also watched
   for take-profit, stale-trade and DCA conditions (section "Exit detection"
@@ -141,9 +146,15 @@ while not yet reached). Price gates are the conditions' threshold prices
 ``purchase × (1 + pct/100)`` widened by a relative 1e-9, ≥ 10⁶ × the rounding
 error of the float gain, so a slot whose condition holds always crosses a
 gate (the gain is monotone in the price). Per token, cached ``min(x_up)``,
-``max(x_dn)`` and ``min(x_wait)`` make a tick that crosses no gate two
-comparisons; a crossing tick computes the exact conditions for the crossing
-slots only and re-derives their gates from that tick.
+``max(x_dn)`` and ``min(x_wait)`` make a tick that crosses no gate three
+comparisons (none on a token without exits); a crossing tick compares only
+the gate families the bounds let cross, computes the exact conditions for the
+crossing slots only and re-derives their gates from that tick. The property
+test ``test_book_exit_triggers_equal_scalar_model`` checks the book against
+"evaluate_stop, then exit_reason" position by position, tick by tick; the
+orchestration tests check that :func:`exit_reason` of
+:func:`~valux.rules.orchestration.arm_params` is exactly the first action of
+:func:`~valux.rules.orchestration.next_action`.
 """
 
 from __future__ import annotations
