@@ -253,7 +253,13 @@ class StopLossEvaluator:
         state = self.book.state(position_id)
         if state is None:
             return None
-        return {"peak": state.peak, "stop_pct": state.stop_pct, "token": state.token}
+        return {
+            "peak": state.peak,
+            "stop_pct": state.stop_pct,
+            "token": state.token,
+            "purchase_price": state.purchase_price,
+            "exiting": self.book.is_exiting(position_id),
+        }
 
     async def ready_report(self) -> dict[str, Any]:
         """Open positions of this shard (from PostgreSQL) that are not armed here."""

@@ -26,6 +26,8 @@ from typing import Any
 
 import asyncpg
 
+from valux.errors import Unavailable
+from valux.observability.logging import get_logger
 from valux.observability.metrics import JOURNAL_COMMIT_SECONDS, JOURNAL_EVENTS
 from valux.persistence.codec import decode, encode
 
@@ -74,11 +76,49 @@ class _Pending:
     done: asyncio.Future[None]
 
 
-class Journal:
-    """Group-committing writer over an asyncpg pool (one per host process)."""
+DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    OSError,  # refused / reset / unreachable (ConnectionError is an OSError)
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+"""Errors that mean "PostgreSQL cannot be reached", as opposed to a bad statement."""
 
-    def __init__(self, pool: asyncpg.Pool, *, window_ms: float = 0.0) -> None:
+
+class JournalUnavailable(Unavailable):
+    """PostgreSQL is unreachable and this commit may not wait: the decision is refused."""
+
+
+class Journal:
+    """Group-committing writer over an asyncpg pool (one per host process).
+
+    **Outage mode.** When PostgreSQL cannot be reached, a commit marked ``deferrable``
+    (exits: an exit must fire even while the database is away) is kept, in order, in a
+    bounded in-memory buffer and the caller proceeds; every other commit (entries) is
+    refused with :class:`JournalUnavailable`. While the buffer is not empty nothing
+    bypasses it, so each stream's events reach PostgreSQL in order, and a background
+    task writes the buffer out as soon as the database answers again. A commit that timed
+    out but had in fact been written is recognised on the retry (its ``(stream_id, seq)``
+    already exists) and not written twice. What is buffered is lost if this process dies
+    before the database returns (the README says so).
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        window_ms: float = 0.0,
+        max_deferred: int = 10_000,
+        write_timeout_s: float = 5.0,
+    ) -> None:
         self._pool = pool
+        self._max_deferred = max_deferred
+        self._write_timeout_s = write_timeout_s
+        self._deferred: list[Commit] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self.last_error: str | None = None
         self._window_s = max(0.0, window_ms) / 1000.0
         self._pending: list[_Pending] = []
         self._wakeup = asyncio.Event()
@@ -87,9 +127,21 @@ class Journal:
         self.commits = 0
         self.transactions = 0
 
-    async def commit(self, commit: Commit) -> None:
-        """Make ``commit`` durable; raises the database error if it cannot be."""
+    @property
+    def deferred(self) -> int:
+        """Commits held in memory while PostgreSQL is unreachable."""
+        return len(self._deferred)
+
+    async def commit(self, commit: Commit, *, deferrable: bool = False) -> None:
+        """Make ``commit`` durable (or, if ``deferrable`` and the database is down, buffer it).
+
+        Raises :class:`JournalUnavailable` when the database is unreachable and the commit
+        cannot be deferred; other database errors propagate as they are.
+        """
         if not commit:
+            return
+        if self._deferred:
+            self._defer_or_refuse(commit, deferrable, self.last_error or "database unreachable")
             return
         loop = asyncio.get_running_loop()
         item = _Pending(commit, loop.create_future())
@@ -97,7 +149,41 @@ class Journal:
         self._wakeup.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_loop())
-        await item.done
+        try:
+            await item.done
+        except DATABASE_DOWN as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._defer_or_refuse(commit, deferrable, self.last_error)
+
+    def _defer_or_refuse(self, commit: Commit, deferrable: bool, why: str) -> None:
+        if not deferrable or len(self._deferred) >= self._max_deferred:
+            raise JournalUnavailable(
+                f"journal unavailable ({why}); entry refused"
+                f" ({len(self._deferred)} exit commit(s) buffered until PostgreSQL returns)"
+            )
+        self._deferred.append(commit)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """Write buffered commits in order, one transaction each, once PostgreSQL answers."""
+        delay = 0.2
+        while self._deferred:
+            commit = self._deferred[0]
+            try:
+                await self._write([commit])
+            except asyncpg.UniqueViolationError:
+                pass  # an earlier attempt did commit before its answer was lost
+            except Exception as exc:  # down, or anything else: never drop, retry with backoff
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, DATABASE_DOWN):
+                    get_logger("valux.journal").error("journal_drain_error", error=self.last_error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._deferred.pop(0)
+            delay = 0.2
+        self.last_error = None
 
     async def close(self) -> None:
         """Flush what is pending and stop the flusher."""
@@ -147,7 +233,10 @@ class Journal:
         events = [(e.stream_id, e.seq, e.type, encode(e.data)) for c in commits for e in c.events]
         snapshots = [(s, seq, encode(state)) for c in commits for s, seq, state in c.snapshots]
         grouped = _group_rows(row for c in commits for row in c.rows)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with (
+            self._pool.acquire(timeout=self._write_timeout_s) as conn,
+            conn.transaction(),
+        ):
             if events:
                 await conn.executemany(_INSERT_EVENT, events)
             for sql, args in grouped:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import asyncpg
@@ -38,6 +38,8 @@ from valux.supervisors.host import Host
 from valux.supervisors.naming import shard_of
 
 _ARM_ATTEMPTS = 3
+_RECONCILE_INTERVAL_S = 1.0
+LAMPORT = Decimal("0.000000001")
 
 
 class AgentHost(Host[Agent]):
@@ -57,6 +59,7 @@ class AgentHost(Host[Agent]):
         self._wallet_resolve: dict[int, CallBatcher[tuple[str, str], OrderResult | None]] = {}
         self._arm: dict[int, CallBatcher[dict[str, Any], bool]] = {}
         self._disarm: dict[int, CallBatcher[tuple[str, bool], bool]] = {}
+        self._reconciler: asyncio.Task[None] | None = None
         await super().__init__(slot, settings, database_url, redis_url)
 
     async def entity_ids(self) -> list[str]:
@@ -70,6 +73,26 @@ class AgentHost(Host[Agent]):
         for agent in list(self.entities.values()):
             async with self.mailbox(agent.id):
                 await self._reconcile(agent)
+        self._ensure_reconciler()
+
+    def _ensure_reconciler(self) -> None:
+        if self._reconciler is None or self._reconciler.done():
+            self._reconciler = asyncio.get_running_loop().create_task(self._reconcile_loop())
+
+    async def _reconcile_loop(self) -> None:
+        """While any buy or exit is in flight with an unknown outcome, ask again each second."""
+        while self._in_flight():
+            await asyncio.sleep(_RECONCILE_INTERVAL_S)
+            try:
+                await self.reconcile_all()
+            except Exception as exc:  # keep trying; each intent logs its own failure
+                self.log.warning("reconcile_round_failed", error=str(exc))
+
+    def _in_flight(self) -> bool:
+        return any(
+            agent.pending_buys or any(p.get("exit_intent") for p in agent.positions.values())
+            for agent in self.entities.values()
+        )
 
     # -- batched remote calls -----
 
@@ -313,6 +336,11 @@ class AgentHost(Host[Agent]):
             )
         except TradeRejected as exc:
             return await self._record(agent, signal, "failed", f"{exc.code}: {exc.message}")
+        size = size.quantize(LAMPORT, rounding=ROUND_DOWN)  # PS-9: floor to whole lamports
+        if size <= 0:
+            return await self._record(
+                agent, signal, "failed", "INVALID_POSITION_SIZE: below 1 lamport"
+            )
         intent_id = intent_id_for("buy", signal.id, agent.id)
         await self.persist(
             agent,
@@ -483,6 +511,7 @@ class AgentHost(Host[Agent]):
                             },
                         )
                     ],
+                    deferrable=True,
                 )
             order = OrderRequest(
                 intent_id=intent_id,
@@ -500,6 +529,7 @@ class AgentHost(Host[Agent]):
                 result = await self._execute(agent, order)
             except Exception as exc:
                 self.log.warning("exit_execute_error", intent_id=intent_id, error=str(exc))
+                self._ensure_reconciler()
                 return {"position_id": request.position_id, "status": "pending", "reason": str(exc)}
             return await self._apply_exit_result(agent, position, result)
 
@@ -511,10 +541,12 @@ class AgentHost(Host[Agent]):
             await self.persist(
                 agent,
                 [("exit_failed", {"intent_id": result.intent_id, "position_id": pid})],
+                deferrable=True,
             )
             await self._disarm_position(position["token"], pid, closed=False)
             return {"position_id": pid, "status": "failed", "reason": result.reason}
         if result.state != "filled":
+            self._ensure_reconciler()
             return {"position_id": pid, "status": "pending", "reason": result.reason}
         proceeds = position["proceeds"] + result.quote_amount
         realized = proceeds - position["invested"]  # PNL-1, cash-flow method
@@ -535,6 +567,7 @@ class AgentHost(Host[Agent]):
                     },
                 )
             ],
+            deferrable=True,
         )
         OPEN_POSITIONS.dec()
         await self._disarm_position(position["token"], pid, closed=True)
@@ -576,7 +609,7 @@ class AgentHost(Host[Agent]):
             await self._apply_exit_result(agent, position, result)
 
     async def reconcile_all(self) -> int:
-        """Retry resolution of every in-flight intent (called periodically by the supervisor)."""
+        """Retry resolution of every in-flight intent (the reconcile loop calls it)."""
         count = 0
         for agent in list(self.entities.values()):
             if agent.pending_buys or any(p.get("exit_intent") for p in agent.positions.values()):

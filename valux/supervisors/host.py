@@ -70,6 +70,7 @@ class Host(Generic[E]):
             min_size=1,
             max_size=max(1, settings.database.pool_max_size),
             timeout=settings.database.connect_timeout_s,
+            command_timeout=10,
         )
         self.journal = Journal(self.pool, window_ms=settings.journal.group_commit_window_ms)
         self.publisher = RedisPublisher(redis_url)
@@ -155,15 +156,26 @@ class Host(Generic[E]):
         async with lock:
             yield
 
-    async def persist(self, entity: E, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        """Journal ``events`` (plus a snapshot when due), then apply them to ``entity``."""
+    async def persist(
+        self,
+        entity: E,
+        events: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        deferrable: bool = False,
+    ) -> None:
+        """Journal ``events`` (plus a snapshot when due), then apply them to ``entity``.
+
+        ``deferrable``: an exit's events, which may be buffered while PostgreSQL is
+        unreachable (see :class:`~valux.persistence.journal.Journal`); anything else is
+        refused with ``JournalUnavailable`` during an outage.
+        """
         commit = Commit()
         staged = entity.stage(commit, list(events))
         journal = self.settings.journal
         snapshot = entity.snapshot_due(journal.snapshot_every_events, journal.snapshot_every_s)
         if snapshot:
             entity.stage_snapshot(commit)
-        await self.journal.commit(commit)
+        await self.journal.commit(commit, deferrable=deferrable)
         entity.apply_committed(staged)
         if snapshot:
             entity.snapshot_taken()
@@ -192,6 +204,8 @@ class Host(Generic[E]):
             "entities": len(self.entities),
             "started_at": self.started_at,
             "recovery_seconds": self.recovery_seconds,
+            "journal_deferred": self.journal.deferred,
+            "journal_error": self.journal.last_error,
         }
 
     async def metrics(self) -> list[Any]:

@@ -90,6 +90,12 @@ class RootSupervisor:
             for child in status["children"]:
                 if child["state"] != "running":
                     reasons.append(f"{child['name']} is {child['state']}: {child['last_failure']}")
+                info = child.get("info") or {}
+                if info.get("journal_deferred"):
+                    reasons.append(
+                        f"{child['name']}: journal unavailable ({info.get('journal_error')}); "
+                        f"{info['journal_deferred']} exit commit(s) buffered, entries refused"
+                    )
         evaluators = tree["supervisors"]["evaluators"]["children"]
         unarmed = 0
         for child in evaluators:

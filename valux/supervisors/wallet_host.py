@@ -30,6 +30,7 @@ from valux.venues.paper import PaperVenue
 from valux.venues.paper_ledger import PgOrderLedger
 
 _RESOLVE_INTERVAL_S = 1.0
+QUOTE_DECIMALS = 9  # SOL's lamports; amounts in the quote asset are whole base units
 
 
 class WalletHost(Host[Wallet]):
@@ -59,6 +60,8 @@ class WalletHost(Host[Wallet]):
             unknown_rate=paper.unknown_rate,
             network_fee=paper.network_fee,
             rng=random.Random(),
+            # Whole lamports: every balance is then an exact sum of its fills and fees.
+            quote_decimals=QUOTE_DECIMALS,
             ledger=PgOrderLedger(self.pool),
         )
 
@@ -154,7 +157,7 @@ class WalletHost(Host[Wallet]):
             if isinstance(decision, OrderResult):
                 ORDERS.labels(order.side, "rejected").inc()
                 return decision
-            await self.persist(wallet, [decision])
+            await self.persist(wallet, [decision], deferrable=order.side == "sell")
             if order.reference_price is not None:
                 self.prices.remember(order.token, order.reference_price, order.reference_ts)
             status = await self._submit(wallet, order.intent_id)
@@ -192,9 +195,9 @@ class WalletHost(Host[Wallet]):
                 reason=status.reason,
                 ts=status.ts,
             )
-            await self.persist(wallet, [wallet.outcome_event(result)])
-            side = wallet.finished[status.intent_id]
-            ORDERS.labels(str(side.get("side", "?")), result.state).inc()
+            side = wallet.pending[status.intent_id]["side"]
+            await self.persist(wallet, [wallet.outcome_event(result)], deferrable=side == "sell")
+            ORDERS.labels(side, result.state).inc()
             return result
         self._ensure_resolver()
         return OrderResult(status.intent_id, "unknown", reason=status.reason, ts=time.time())

@@ -9,13 +9,14 @@ journal, so they never load the actors.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import asyncpg
 from prometheus_client.metrics_core import Metric
@@ -24,6 +25,7 @@ from valux.api.models import SignalIn
 from valux.config.settings import Settings
 from valux.errors import Conflict, NotFound, Unavailable
 from valux.feeds.ticks import Tick
+from valux.persistence.journal import DATABASE_DOWN
 from valux.rules.config import load_agent_config
 from valux.schema.messages import Signal, TokenMetricsIn
 from valux.supervisors.handles import (
@@ -72,6 +74,23 @@ def _position(row: asyncpg.Record) -> dict[str, Any]:
     return json_dict(out)
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def db_guard(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """PostgreSQL unreachable → 503 ``Unavailable`` saying so, instead of a 500."""
+
+    @functools.wraps(method)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except DATABASE_DOWN as exc:
+            raise Unavailable(f"database unreachable ({type(exc).__name__}: {exc})") from None
+
+    return guarded
+
+
 class RayBackend:
     """Implements :class:`valux.api.backend.Backend` over the running actor system."""
 
@@ -91,6 +110,7 @@ class RayBackend:
         except ValueError:
             raise Unavailable("the valux actor system is not running") from None
 
+    @db_guard
     async def _location(self, agent_id: str) -> asyncpg.Record:
         loc = self._locations.get(agent_id)
         if loc is None:
@@ -108,6 +128,7 @@ class RayBackend:
 
     # -- agents -----
 
+    @db_guard
     async def create_agent(
         self,
         *,
@@ -140,6 +161,7 @@ class RayBackend:
         self._locations.pop(agent_id, None)
         return json_dict(view)
 
+    @db_guard
     async def list_agents(self) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
             "SELECT id, name, status, host_slot, wallet_id, last_error, created_at, updated_at,"
@@ -148,6 +170,7 @@ class RayBackend:
         )
         return [jsonable(dict(r)) for r in rows]
 
+    @db_guard
     async def get_agent(self, agent_id: str) -> dict[str, Any]:
         host = await self._agent_host(agent_id)
         views = await host.describe.remote([agent_id])
@@ -155,6 +178,7 @@ class RayBackend:
             raise NotFound(f"agent {agent_id} not found")
         return json_dict(views[0])
 
+    @db_guard
     async def update_agent(
         self, agent_id: str, *, name: str | None, config_patch: Mapping[str, Any] | None
     ) -> dict[str, Any]:
@@ -162,6 +186,7 @@ class RayBackend:
         view = await host.update_agent.remote(agent_id, name, _plain(config_patch))
         return json_dict(view)
 
+    @db_guard
     async def _status(self, agent_id: str, action: str) -> dict[str, Any]:
         host = await self._agent_host(agent_id)
         view = await host.set_status.remote(agent_id, action)
@@ -169,17 +194,21 @@ class RayBackend:
             self._locations.pop(agent_id, None)
         return json_dict(view)
 
+    @db_guard
     async def delete_agent(self, agent_id: str) -> dict[str, Any]:
         return await self._status(agent_id, "delete")
 
+    @db_guard
     async def pause_agent(self, agent_id: str) -> dict[str, Any]:
         return await self._status(agent_id, "pause")
 
+    @db_guard
     async def resume_agent(self, agent_id: str) -> dict[str, Any]:
         return await self._status(agent_id, "resume")
 
     # -- wallets -----
 
+    @db_guard
     async def get_wallet(self, agent_id: str) -> dict[str, Any]:
         loc = await self._location(agent_id)
         wallets = await wallet_host_handle(loc["wallet_slot"], self.ns)
@@ -188,6 +217,7 @@ class RayBackend:
             raise NotFound(f"wallet of agent {agent_id} not found")
         return json_dict(views[0])
 
+    @db_guard
     async def deposit(self, agent_id: str, *, asset: str, amount: Decimal) -> dict[str, Any]:
         loc = await self._location(agent_id)
         wallets = await wallet_host_handle(loc["wallet_slot"], self.ns)
@@ -196,6 +226,7 @@ class RayBackend:
 
     # -- signals -----
 
+    @db_guard
     async def post_signal(self, signal: SignalIn) -> dict[str, Any]:
         body = signal.model_dump(mode="json")
         inserted = await self.pool.fetchval(
@@ -236,6 +267,7 @@ class RayBackend:
         outcomes = [jsonable(o) for batch in results for o in batch]
         return {"signal_id": signal.id, "duplicate": inserted is None, "outcomes": outcomes}
 
+    @db_guard
     async def get_signal(self, signal_id: str) -> dict[str, Any]:
         row = await self.pool.fetchrow(
             "SELECT body, received_at FROM signals WHERE id = $1", signal_id
@@ -258,6 +290,7 @@ class RayBackend:
 
     # -- positions and trades -----
 
+    @db_guard
     async def list_positions(
         self, *, agent_id: str | None, status: str | None, limit: int, offset: int
     ) -> list[dict[str, Any]]:
@@ -274,6 +307,7 @@ class RayBackend:
         )
         return [_position(r) for r in rows]
 
+    @db_guard
     async def get_position(self, position_id: str) -> dict[str, Any]:
         row = await self.pool.fetchrow(
             f"SELECT {_POSITION_COLUMNS} FROM positions p"
@@ -284,6 +318,7 @@ class RayBackend:
             raise NotFound(f"position {position_id} not found")
         return _position(row)
 
+    @db_guard
     async def close_position(self, position_id: str) -> dict[str, Any]:
         row = await self.pool.fetchrow(
             "SELECT agent_id, status FROM positions WHERE id = $1", position_id
@@ -296,6 +331,7 @@ class RayBackend:
         result = await host.close_position.remote(row["agent_id"], position_id)
         return json_dict(result)
 
+    @db_guard
     async def list_trades(
         self, *, agent_id: str | None, limit: int, offset: int
     ) -> list[dict[str, Any]]:
@@ -335,14 +371,20 @@ class RayBackend:
     # -- health and observability -----
 
     async def health_ready(self) -> tuple[bool, list[str]]:
+        reasons: list[str] = []
+        try:
+            await asyncio.wait_for(self.pool.fetchval("SELECT 1"), 2)
+        except Exception as exc:
+            reasons.append(f"database unreachable: {type(exc).__name__}: {exc}")
         try:
             root = await self._root()
-            ready, reasons, _ = await asyncio.wait_for(root.ready.remote(), 15)
+            _, system_reasons, _ = await asyncio.wait_for(root.ready.remote(), 15)
+            reasons.extend(system_reasons)
         except Unavailable as exc:
-            return False, [exc.message]
+            reasons.append(exc.message)
         except Exception as exc:
-            return False, [f"root supervisor unreachable: {type(exc).__name__}: {exc}"]
-        return bool(ready), list(reasons)
+            reasons.append(f"root supervisor unreachable: {type(exc).__name__}: {exc}")
+        return not reasons, reasons
 
     async def supervisors(self) -> dict[str, Any]:
         root = await self._root()

@@ -195,6 +195,10 @@ class PaperVenue:
         self._ledger = ledger
         self._inflight: dict[str, asyncio.Future[tuple[OrderStatus, bool]]] = {}
         self._sequence = 0
+        #: An intent created after this instance started can only have been seen by it,
+        #: so its in-memory record is complete and the durable ledger need not be asked
+        #: (which keeps the venue trading while valux's own database is unreachable).
+        self._born = time.time()
 
     # ------------------------------------------------------------------ calls
 
@@ -242,7 +246,10 @@ class PaperVenue:
         Raises:
             VenueUnavailable: the price source failed; nothing was recorded.
         """
-        recorded = await self._recorded(intent.intent_id)
+        if intent.created_at >= self._born:
+            recorded = self._outcomes.get(intent.intent_id)
+        else:
+            recorded = await self._recorded(intent.intent_id)
         if recorded is not None:
             await self._wait()
             return recorded

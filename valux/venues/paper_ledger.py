@@ -8,10 +8,12 @@ with an intent in flight finds the truth when it queries after restarting.
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import asyncpg
 
+from valux.persistence.journal import DATABASE_DOWN
 from valux.venues.base import OrderState, OrderStatus
 
 _INSERT = (
@@ -22,12 +24,37 @@ _INSERT = (
 
 
 class PgOrderLedger:
-    """Durable outcomes of the paper venue, keyed by intent id."""
+    """Durable outcomes of the paper venue, keyed by intent id.
+
+    The venue stands in for an exchange, which stays up when valux's PostgreSQL does
+    not. So while the database is unreachable outcomes are held in memory (and served
+    from there) and written as soon as it answers again.
+    """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._unsynced: dict[str, OrderStatus] = {}
+        self._sync_task: asyncio.Task[None] | None = None
 
     async def record(self, status: OrderStatus) -> None:
+        try:
+            await self._insert(status)
+        except DATABASE_DOWN:
+            self._unsynced[status.intent_id] = status
+            if self._sync_task is None or self._sync_task.done():
+                self._sync_task = asyncio.get_running_loop().create_task(self._sync())
+
+    async def _sync(self) -> None:
+        while self._unsynced:
+            intent_id, status = next(iter(self._unsynced.items()))
+            try:
+                await self._insert(status)
+            except DATABASE_DOWN:
+                await asyncio.sleep(1.0)
+                continue
+            self._unsynced.pop(intent_id, None)
+
+    async def _insert(self, status: OrderStatus) -> None:
         await self._pool.execute(
             _INSERT,
             status.intent_id,
@@ -43,6 +70,8 @@ class PgOrderLedger:
         )
 
     async def load(self, intent_id: str) -> OrderStatus | None:
+        if intent_id in self._unsynced:
+            return self._unsynced[intent_id]
         row = await self._pool.fetchrow(
             "SELECT * FROM paper_venue_orders WHERE intent_id = $1", intent_id
         )
