@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from valux.actors.entity import Entity
+from valux.actors.exit_rules import exit_rules, position_state
 from valux.persistence.journal import RowWrite
 from valux.rules.config import AgentConfig, load_agent_config
 
@@ -39,7 +40,9 @@ UPSERT_POSITION = (
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb,"
     " to_timestamp($16), to_timestamp($17))"
     " ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, remaining = EXCLUDED.remaining,"
-    " proceeds = EXCLUDED.proceeds, realized_pnl = EXCLUDED.realized_pnl,"
+    " amount = EXCLUDED.amount, purchase_price = EXCLUDED.purchase_price,"
+    " invested = EXCLUDED.invested, proceeds = EXCLUDED.proceeds,"
+    " realized_pnl = EXCLUDED.realized_pnl,"
     " exit_reason = EXCLUDED.exit_reason, exit_rules = EXCLUDED.exit_rules,"
     " closed_at = EXCLUDED.closed_at"
 )
@@ -49,21 +52,6 @@ INSERT_OUTCOME = (
 )
 
 MAX_REMEMBERED_SIGNALS = 10_000
-
-
-def exit_rules(config: AgentConfig) -> dict[str, Any]:
-    """What the evaluator arms for a position opened under ``config``."""
-    sl = config.stop_loss
-    return {
-        "stop_loss": {
-            "enabled": sl.enabled,
-            "default_percentage": float(sl.default_percentage),
-            "mode": sl.mode,
-            "trailing_levels": [
-                [float(lv.change), float(lv.stop_loss)] for lv in sl.trailing_levels
-            ],
-        }
-    }
 
 
 class Agent(Entity):
@@ -143,9 +131,8 @@ class Agent(Entity):
     def _on_config_changed(self, data: dict[str, Any]) -> None:
         self.config_doc = data["config"]
         self._config = None
-        rules = exit_rules(self.config)
         for position in self.positions.values():
-            position["exit_rules"] = rules
+            position["exit_rules"] = exit_rules(self.config, position_state(position))
 
     def _on_renamed(self, data: dict[str, Any]) -> None:
         self.name = data["name"]
@@ -182,6 +169,36 @@ class Agent(Entity):
             position["exit_intent"] = None
             position["exit_reason"] = None
 
+    def _on_order_intended(self, data: dict[str, Any]) -> None:
+        """A take-profit sale or DCA buy of an open position is about to be sent."""
+        position = self.positions.get(data["position_id"])
+        if position is not None:
+            position["order_intent"] = data
+
+    def _on_order_failed(self, data: dict[str, Any]) -> None:
+        position = self.positions.get(data["position_id"])
+        if position is not None:
+            position["order_intent"] = None
+
+    def _on_position_updated(self, data: dict[str, Any]) -> None:
+        """A take-profit sale, DCA buy, moon-bag activation or lowest price was applied."""
+        position = self.positions.get(data["position_id"])
+        if position is not None:
+            position.update(self._updated_fields(position, data))
+
+    def _updated_fields(self, position: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        state = data["state"]
+        return {
+            "state": state,
+            "amount": state["purchase_amount"],
+            "remaining": position_state({"state": state}).holding,
+            "purchase_price": state["purchase_price"],
+            "invested": state["total_invested"],
+            "proceeds": position["proceeds"] + data.get("proceeds", Decimal(0)),
+            "exit_rules": data["exit_rules"],
+            "order_intent": None,
+        }
+
     def _on_position_closed(self, data: dict[str, Any]) -> None:
         self.positions.pop(data["position_id"], None)
         self.realized_pnl += data["realized_pnl"]
@@ -199,11 +216,17 @@ class Agent(Entity):
             return [self._agent_row(data["name"], "active", data["config"], None, data)]
         if event_type == "config_changed":
             rows = [self._agent_row(self.name, self.status, data["config"], self.last_error)]
-            rules = exit_rules(load_agent_config(data["config"]))
+            config = load_agent_config(data["config"])
             rows.extend(
-                self._position_row({**p, "exit_rules": rules}) for p in self.positions.values()
+                self._position_row({**p, "exit_rules": exit_rules(config, position_state(p))})
+                for p in self.positions.values()
             )
             return rows
+        if event_type == "position_updated":
+            position = self.positions.get(data["position_id"])
+            if position is None:
+                return []
+            return [self._position_row({**position, **self._updated_fields(position, data)})]
         if event_type == "renamed":
             return [self._agent_row(data["name"], self.status, self.config_doc, self.last_error)]
         if event_type == "status_changed":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import time
 from collections import defaultdict
@@ -26,11 +27,11 @@ from typing import Any
 import asyncpg
 import structlog
 
+from valux.actors.exit_rules import decode_exits, stop_params
 from valux.config.settings import Settings
 from valux.evaluation.book import ArmedBook, ArmedPosition, ExitTrigger, StopUpdate
 from valux.observability.logging import configure_logging
 from valux.observability.metrics import ARMED_POSITIONS, EVALUATION_SECONDS, collect_families
-from valux.rules.stop_loss import StopLossParams
 from valux.schema.messages import ExitRequest
 from valux.supervisors.handles import agent_host_handle
 from valux.supervisors.naming import shard_of
@@ -43,14 +44,9 @@ _UPSERT_STOP = (
 )
 
 
-def stop_params(rules: dict[str, Any]) -> StopLossParams:
-    sl = rules["stop_loss"]
-    return StopLossParams(
-        enabled=bool(sl["enabled"]),
-        default_percentage=float(sl["default_percentage"]),
-        mode=str(sl["mode"]),
-        trailing_levels=tuple((float(c), float(s)) for c, s in sl["trailing_levels"]),
-    )
+def _finite(values: dict[str, float]) -> dict[str, float]:
+    """Drop NaN (no stop) so no NaN crosses into JSON or the journal."""
+    return {k: v for k, v in values.items() if math.isfinite(v)}
 
 
 class StopLossEvaluator:
@@ -90,20 +86,24 @@ class StopLossEvaluator:
             " s.peak, s.stop_pct FROM positions p"
             " LEFT JOIN position_stops s ON s.position_id = p.id WHERE p.status = 'open'"
         )
-        positions = [
-            ArmedPosition(
-                position_id=r["id"],
-                agent_id=r["agent_id"],
-                host=r["host_slot"],
-                token=r["token"],
-                purchase_price=float(r["purchase_price"]),
-                stop=stop_params(json.loads(r["exit_rules"])),
-                peak=r["peak"],
-                stop_pct=r["stop_pct"],
+        positions = []
+        for r in rows:
+            if shard_of(r["token"], self.shards) != self.shard:
+                continue
+            rules = json.loads(r["exit_rules"])
+            positions.append(
+                ArmedPosition(
+                    position_id=r["id"],
+                    agent_id=r["agent_id"],
+                    host=r["host_slot"],
+                    token=r["token"],
+                    purchase_price=float(r["purchase_price"]),
+                    stop=stop_params(rules),
+                    peak=r["peak"],
+                    stop_pct=r["stop_pct"],
+                    exits=decode_exits(rules.get("exits")),
+                )
             )
-            for r in rows
-            if shard_of(r["token"], self.shards) == self.shard
-        ]
         self.book.arm(positions)
         ARMED_POSITIONS.set(self.book.armed_count())
         return len(positions)
@@ -111,7 +111,19 @@ class StopLossEvaluator:
     # -- arming -----
 
     async def arm(self, specs: list[dict[str, Any]]) -> list[bool]:
-        """Arm positions; re-arming keeps the trailing state the book already has."""
+        """Arm positions; re-arming keeps the trailing state the book already has unless
+        the spec carries its own (a DCA buy re-initialises the stop). A spec with
+        ``release`` also makes an exiting position live again: the agent has acted on
+        its trigger and armed the parameters that follow."""
+        held = [s for s in specs if not s.get("release")]
+        released = [s for s in specs if s.get("release")]
+        for group, release in ((held, False), (released, True)):
+            if group:
+                self._arm_group(group, release=release)
+        ARMED_POSITIONS.set(self.book.armed_count())
+        return [True] * len(specs)
+
+    def _arm_group(self, specs: list[dict[str, Any]], *, release: bool) -> None:
         positions = []
         for spec in specs:
             current = self.book.state(spec["position_id"])
@@ -129,16 +141,17 @@ class StopLossEvaluator:
                     stop=stop_params(spec["exit_rules"]),
                     peak=peak,
                     stop_pct=stop_pct,
+                    exits=decode_exits(spec["exit_rules"].get("exits")),
                 )
             )
-        self.book.arm(positions)
-        ARMED_POSITIONS.set(self.book.armed_count())
+        self.book.arm(positions, release=release)
+        # SL-1 written at once: for a new position, and for one whose stop the agent reset.
         fresh = [p.position_id for p in positions if p.peak is None and p.stop_pct is None]
-        self._persist_initial_stops(fresh)
-        return [True] * len(specs)
+        reset = [spec["position_id"] for spec in specs if spec.get("peak") is not None]
+        self._persist_initial_stops(fresh + reset)
 
     def _persist_initial_stops(self, position_ids: list[str]) -> None:
-        """SL-1: a new position's stop (default %, peak = purchase) is stored at once."""
+        """Store the book's current stop of these positions now (not at the next change)."""
         now = time.time()
         updates = []
         for pid in position_ids:
@@ -193,7 +206,7 @@ class StopLossEvaluator:
                     price=t.price,
                     ts=t.ts,
                     detected_at=received,
-                    details={"stop_pct": t.stop_pct, "stop_price": t.stop_price},
+                    details=_finite({"stop_pct": t.stop_pct, "stop_price": t.stop_price}),
                 )
             )
         for host, exits in by_host.items():

@@ -130,6 +130,7 @@ __all__ = [
     "arm_params",
     "armed_position",
     "decide",
+    "exits_can_act",
     "idempotency_key",
     "next_action",
     "reference_quirks",
@@ -337,11 +338,11 @@ def armed_position(
         stop=stop_loss_params(config),
         peak=state.peak,
         stop_pct=state.stop_pct,
-        exits=exits if _can_act(exits) else None,
+        exits=exits if exits_can_act(exits) else None,
     )
 
 
-def _can_act(exits: ExitParams) -> bool:
+def exits_can_act(exits: ExitParams) -> bool:
     return (
         exits.tp_target < math.inf or exits.stale_after_ts < math.inf or exits.dca_drop > -math.inf
     )

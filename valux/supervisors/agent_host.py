@@ -23,19 +23,22 @@ from typing import Any
 
 import asyncpg
 
-from valux.actors.agent import Agent, exit_rules
+from valux.actors.agent import Agent
+from valux.actors.exit_rules import exit_rules
 from valux.config.settings import Settings
 from valux.errors import Conflict, InvalidRequest, NotFound, ValuxError
 from valux.observability.metrics import OPEN_POSITIONS, SIGNAL_TO_FILL_SECONDS, SIGNALS
 from valux.observability.publisher import CHANNEL_POSITIONS, CHANNEL_TRADES
 from valux.rules.config import load_agent_config, merge_config_patch
 from valux.rules.eligibility import TokenMetrics, ineligibility_reason
+from valux.rules.position import open_position
 from valux.rules.validation import TradeRejected, validate_trade
 from valux.schema.messages import ExitRequest, OrderRequest, OrderResult, Signal, intent_id_for
 from valux.supervisors.batching import CallBatcher
 from valux.supervisors.handles import evaluator_handle, wallet_host_handle
 from valux.supervisors.host import Host
 from valux.supervisors.naming import shard_of
+from valux.supervisors.position_rules import RULE_REASONS, PositionRules
 
 _ARM_ATTEMPTS = 3
 _RECONCILE_INTERVAL_S = 1.0
@@ -60,6 +63,7 @@ class AgentHost(Host[Agent]):
         self._arm: dict[int, CallBatcher[dict[str, Any], bool]] = {}
         self._disarm: dict[int, CallBatcher[tuple[str, bool], bool]] = {}
         self._reconciler: asyncio.Task[None] | None = None
+        self.rules = PositionRules(self)
         await super().__init__(slot, settings, database_url, redis_url)
 
     async def entity_ids(self) -> list[str]:
@@ -73,9 +77,9 @@ class AgentHost(Host[Agent]):
         for agent in list(self.entities.values()):
             async with self.mailbox(agent.id):
                 await self._reconcile(agent)
-        self._ensure_reconciler()
+        self.ensure_reconciler()
 
-    def _ensure_reconciler(self) -> None:
+    def ensure_reconciler(self) -> None:
         if self._reconciler is None or self._reconciler.done():
             self._reconciler = asyncio.get_running_loop().create_task(self._reconcile_loop())
 
@@ -89,10 +93,7 @@ class AgentHost(Host[Agent]):
                 self.log.warning("reconcile_round_failed", error=str(exc))
 
     def _in_flight(self) -> bool:
-        return any(
-            agent.pending_buys or any(p.get("exit_intent") for p in agent.positions.values())
-            for agent in self.entities.values()
-        )
+        return any(_has_in_flight(agent) for agent in self.entities.values())
 
     # -- batched remote calls -----
 
@@ -102,7 +103,7 @@ class AgentHost(Host[Agent]):
             batcher = table[key] = CallBatcher(send)
         return batcher
 
-    async def _execute(self, agent: Agent, order: OrderRequest) -> OrderResult:
+    async def execute(self, agent: Agent, order: OrderRequest) -> OrderResult:
         slot = agent.wallet_slot
         ns = self.settings.ray.namespace
 
@@ -136,7 +137,17 @@ class AgentHost(Host[Agent]):
         )
         return found
 
-    async def _arm_position(self, agent: Agent, position: dict[str, Any]) -> bool:
+    async def arm_position(
+        self,
+        agent: Agent,
+        position: dict[str, Any],
+        *,
+        release: bool = False,
+        stop: tuple[float, float] | None = None,
+    ) -> bool:
+        """Arm (or re-arm) ``position`` at its token's evaluator with its current exit
+        rules; ``release`` makes a triggered position live again; ``stop`` replaces the
+        evaluator's trailing state (a DCA buy re-initialised it)."""
         shard = shard_of(position["token"], self.settings.hosting.evaluators)
         ns = self.settings.ray.namespace
 
@@ -150,8 +161,9 @@ class AgentHost(Host[Agent]):
             "token": position["token"],
             "purchase_price": float(position["purchase_price"]),
             "exit_rules": position["exit_rules"],
-            "peak": None,
-            "stop_pct": None,
+            "peak": None if stop is None else stop[1],
+            "stop_pct": None if stop is None else stop[0],
+            "release": release,
         }
         for attempt in range(_ARM_ATTEMPTS):
             try:
@@ -243,7 +255,7 @@ class AgentHost(Host[Agent]):
                     await self.persist(agent, [event])
                 if config_patch:
                     for position in agent.positions.values():
-                        await self._arm_position(agent, position)
+                        await self.arm_position(agent, position)
             return agent.view()
 
     async def set_status(self, agent_id: str, status: str) -> dict[str, Any]:
@@ -257,7 +269,11 @@ class AgentHost(Host[Agent]):
                     "close them before deleting the agent"
                 )
             if agent.status != target:
+                resumed = agent.status == "paused" and target == "active"
                 await self.persist(agent, [("status_changed", {"status": target})])
+                if resumed:  # ORCH-2: triggers held while paused fire again
+                    for position in agent.positions.values():
+                        await self.arm_position(agent, position, release=True)
             return agent.view()
 
     # -- signals -----
@@ -368,7 +384,7 @@ class AgentHost(Host[Agent]):
             reason="signal",
         )
         try:
-            result = await self._execute(agent, order)
+            result = await self.execute(agent, order)
         except Exception as exc:  # wallet unreachable: the intent stays pending, resolved later
             self.log.warning("buy_execute_error", intent_id=intent_id, error=str(exc))
             return self._outcome(agent, "pending", f"wallet unreachable: {exc}")
@@ -392,6 +408,12 @@ class AgentHost(Host[Agent]):
             return outcome
         if result.state != "filled":
             return self._outcome(agent, "pending", "venue outcome unknown; resolving")
+        state = open_position(
+            purchase_price=result.price,
+            amount=result.base_amount,
+            total_invested=result.quote_amount,
+            created_at=result.ts,
+        )
         position = {
             "id": result.intent_id,
             "token": intent["token"],
@@ -402,9 +424,11 @@ class AgentHost(Host[Agent]):
             "proceeds": Decimal(0),
             "opened_at": result.ts,
             "signal_id": signal_id,
-            "exit_rules": exit_rules(agent.config),
+            "exit_rules": exit_rules(agent.config, state),
             "exit_intent": None,
             "exit_reason": None,
+            "state": state.to_dict(),
+            "order_intent": None,
         }
         outcome = self._outcome(
             agent,
@@ -430,7 +454,7 @@ class AgentHost(Host[Agent]):
             ],
         )
         OPEN_POSITIONS.inc()
-        armed = await self._arm_position(agent, position)
+        armed = await self.arm_position(agent, position)
         self.publisher.publish(CHANNEL_POSITIONS, _position_message(agent, position, "opened"))
         self.publisher.publish(CHANNEL_TRADES, _trade_message(agent, position, result, "buy"))
         return {**outcome, "armed": armed}
@@ -483,6 +507,7 @@ class AgentHost(Host[Agent]):
             return {"position_id": request.position_id, "status": "failed", "reason": str(exc)}
         except Exception as exc:
             await self.entity_failed(request.agent_id, exc)
+            await self._disarm_position(request.token, request.position_id, closed=False)
             return {"position_id": request.position_id, "status": "failed", "reason": str(exc)}
 
     async def _handle_exit_inner(self, request: ExitRequest) -> dict[str, Any]:
@@ -493,45 +518,61 @@ class AgentHost(Host[Agent]):
             position = agent.positions.get(request.position_id)
             if position is None:
                 return {"position_id": request.position_id, "status": "ignored", "reason": "closed"}
-            if position.get("exit_intent"):
-                intent_id = position["exit_intent"]
-            else:
-                intent_id = intent_id_for("sale", request.position_id)
-                await self.persist(
-                    agent,
-                    [
-                        (
-                            "exit_intended",
-                            {
-                                "intent_id": intent_id,
-                                "position_id": request.position_id,
-                                "reason": request.reason,
-                                "price": request.price,
-                                "ts": time.time(),
-                            },
-                        )
-                    ],
-                    deferrable=True,
-                )
-            order = OrderRequest(
-                intent_id=intent_id,
-                wallet_id=agent.wallet_id,
-                agent_id=agent.id,
-                position_id=request.position_id,
-                side="sell",
-                token=position["token"],
-                amount=position["remaining"],
-                reason=position["exit_reason"] or request.reason,
-                reference_price=request.price,
-                reference_ts=request.ts if request.price is not None else None,
+            if request.reason in RULE_REASONS:
+                return await self.rules.on_trigger(agent, request)
+            if request.reason != "manual" and agent.status == "paused":
+                # ORCH-2: a paused agent runs no rule; the position stays exiting at the
+                # evaluator (silent) until resume re-arms it.
+                return {"position_id": request.position_id, "status": "ignored", "reason": "paused"}
+            if position.get("order_intent"):  # a take-profit sale or DCA buy is in flight
+                self.ensure_reconciler()
+                return {"position_id": request.position_id, "status": "pending",
+                        "reason": "an order of this position is in flight"}  # fmt: skip
+            return await self.sell_all(agent, position, request)
+
+    async def sell_all(
+        self, agent: Agent, position: dict[str, Any], request: ExitRequest
+    ) -> dict[str, Any]:
+        """Sell the whole position (EX-1) for ``request.reason`` (caller holds the mailbox)."""
+        if position.get("exit_intent"):
+            intent_id = position["exit_intent"]
+        else:
+            intent_id = intent_id_for("sale", request.position_id)
+            await self.persist(
+                agent,
+                [
+                    (
+                        "exit_intended",
+                        {
+                            "intent_id": intent_id,
+                            "position_id": request.position_id,
+                            "reason": request.reason,
+                            "price": request.price,
+                            "ts": time.time(),
+                        },
+                    )
+                ],
+                deferrable=True,
             )
-            try:
-                result = await self._execute(agent, order)
-            except Exception as exc:
-                self.log.warning("exit_execute_error", intent_id=intent_id, error=str(exc))
-                self._ensure_reconciler()
-                return {"position_id": request.position_id, "status": "pending", "reason": str(exc)}
-            return await self._apply_exit_result(agent, position, result)
+        order = OrderRequest(
+            intent_id=intent_id,
+            wallet_id=agent.wallet_id,
+            agent_id=agent.id,
+            position_id=request.position_id,
+            side="sell",
+            token=position["token"],
+            amount=position["remaining"],
+            reason=position["exit_reason"] or request.reason,
+            reference_price=request.price,
+            reference_ts=request.ts if request.price is not None else None,
+        )
+        try:
+            result = await self.execute(agent, order)
+        except Exception as exc:
+            self.log.warning("exit_execute_error", intent_id=intent_id, error=str(exc))
+            self.ensure_reconciler()
+            return {"position_id": request.position_id, "status": "pending", "reason": str(exc)}
+        return await self._apply_exit_result(agent, position, result)
 
     async def _apply_exit_result(
         self, agent: Agent, position: dict[str, Any], result: OrderResult
@@ -546,11 +587,17 @@ class AgentHost(Host[Agent]):
             await self._disarm_position(position["token"], pid, closed=False)
             return {"position_id": pid, "status": "failed", "reason": result.reason}
         if result.state != "filled":
-            self._ensure_reconciler()
+            self.ensure_reconciler()
             return {"position_id": pid, "status": "pending", "reason": result.reason}
+        return await self.close_filled(agent, position, result, position["exit_reason"] or "manual")
+
+    async def close_filled(
+        self, agent: Agent, position: dict[str, Any], result: OrderResult, reason: str
+    ) -> dict[str, Any]:
+        """Journal the close of ``position`` by the filled sale ``result`` and disarm it."""
+        pid = position["id"]
         proceeds = position["proceeds"] + result.quote_amount
         realized = proceeds - position["invested"]  # PNL-1, cash-flow method
-        reason = position["exit_reason"] or "manual"
         await self.persist(
             agent,
             [
@@ -573,7 +620,7 @@ class AgentHost(Host[Agent]):
         await self._disarm_position(position["token"], pid, closed=True)
         closed = {**position, "status": "closed", "realized_pnl": realized, "exit_reason": reason}
         self.publisher.publish(CHANNEL_POSITIONS, _position_message(agent, closed, "closed"))
-        self.publisher.publish(CHANNEL_TRADES, _trade_message(agent, position, result, "sell"))
+        self.published_trade(agent, position, result, "sell")
         return {
             "position_id": pid,
             "status": "closed",
@@ -583,6 +630,11 @@ class AgentHost(Host[Agent]):
         }
 
     # -- recovery of in-flight work ---------------------------------------------------------------
+
+    def published_trade(
+        self, agent: Agent, position: dict[str, Any], result: OrderResult, side: str
+    ) -> None:
+        self.publisher.publish(CHANNEL_TRADES, _trade_message(agent, position, result, side))
 
     async def _reconcile(self, agent: Agent) -> None:
         """Resolve buys and exits a crash left in flight (caller holds the mailbox)."""
@@ -607,12 +659,28 @@ class AgentHost(Host[Agent]):
             if result is None:
                 result = OrderResult(exit_id, "failed", reason="not received by the wallet")
             await self._apply_exit_result(agent, position, result)
+        for position in list(agent.positions.values()):
+            order_intent: dict[str, Any] | None = position.get("order_intent")
+            if not order_intent:
+                continue
+            intent = order_intent
+            try:
+                result = await self._lookup(agent, intent["intent_id"])
+            except Exception as exc:
+                self.log.warning("reconcile_failed", intent_id=intent["intent_id"], error=str(exc))
+                continue
+            if result is None:
+                reason = "not received by the wallet"
+                result = OrderResult(intent["intent_id"], "failed", reason=reason)
+            applied = await self.rules.apply_result(agent, position, intent, result)
+            if applied is not None and applied.closed is None:  # the trigger is handled
+                await self.arm_position(agent, position, release=True, stop=applied.stop)
 
     async def reconcile_all(self) -> int:
         """Retry resolution of every in-flight intent (the reconcile loop calls it)."""
         count = 0
         for agent in list(self.entities.values()):
-            if agent.pending_buys or any(p.get("exit_intent") for p in agent.positions.values()):
+            if _has_in_flight(agent):
                 async with self.mailbox(agent.id):
                     await self._reconcile(agent)
                 count += 1
@@ -639,6 +707,13 @@ class AgentHost(Host[Agent]):
     def validate_slot(self, agent_id: str) -> None:
         if agent_id not in self.entities:
             raise InvalidRequest(f"agent {agent_id} is not hosted on slot {self.slot}")
+
+
+def _has_in_flight(agent: Agent) -> bool:
+    """A buy, exit, take-profit sale or DCA buy of ``agent`` awaits its outcome."""
+    return bool(agent.pending_buys) or any(
+        p.get("exit_intent") or p.get("order_intent") for p in agent.positions.values()
+    )
 
 
 def _position_message(agent: Agent, position: dict[str, Any], event: str) -> dict[str, Any]:
