@@ -67,6 +67,30 @@ START_BALANCE = Decimal(100)
 TOKENS = ("CHA", "CHB", "CHC", "CHD", "CHE", "CHF")
 
 
+STOP_CONFIG: dict[str, Any] = {"stopLoss": {"defaultPercentage": -3, "mode": "fixed"}}
+#: Half the agents trade the whole rule set with tight thresholds, so take-profit sales,
+#: moon bags and DCA buys happen (and get killed mid-flight) within a short run.
+RULES_CONFIG: dict[str, Any] = {
+    **STOP_CONFIG,
+    "takeProfit": {
+        "enabled": True,
+        "mode": "custom",
+        "levels": [
+            {"targetPercent": 2, "sellPercent": 30},
+            {"targetPercent": 4, "sellPercent": 30},
+        ],
+        "moonBag": {"enabled": True, "triggerPercent": 4, "retainPercent": 10},
+    },
+    "dca": {
+        "enabled": True,
+        "mode": "custom",
+        "levels": [{"dropPercent": -2, "buyPercent": 50}],
+        "maxDCACount": 1,
+        "cooldownSeconds": 10,
+    },
+}
+
+
 @dataclass
 class Run:
     """Everything the chaos run observed."""
@@ -306,11 +330,17 @@ async def _check(
     )
 
     duplicates = 0
+    trades = await pool.fetch("SELECT position_id, side, reason, base_amount FROM trades")
+    # One opening buy and one closing sale per position; take-profit sales and DCA buys
+    # are several per position by design, so for them: never more sold than bought.
     per_decision = Counter(
-        (r["position_id"], r["side"])
-        for r in await pool.fetch("SELECT position_id, side FROM trades")
+        (r["position_id"], r["side"]) for r in trades if r["reason"] not in ("take_profit", "dca")
     )
     duplicates += sum(n - 1 for n in per_decision.values() if n > 1)
+    net: dict[str, Decimal] = defaultdict(Decimal)
+    for r in trades:
+        net[r["position_id"]] += r["base_amount"] if r["side"] == "buy" else -r["base_amount"]
+    duplicates += sum(1 for amount in net.values() if amount < 0)
     per_signal = Counter((r["agent_id"], r["signal_id"]) for r in positions.values())
     duplicates += sum(n - 1 for n in per_signal.values() if n > 1)
     booked = {r["intent_id"] for r in await pool.fetch("SELECT intent_id FROM trades")}
@@ -410,7 +440,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _print_table(run: Run, result: dict[str, int], fills: int, minutes: float) -> None:
+def _print_table(run: Run, result: dict[str, int], fills: dict[str, int], minutes: float) -> None:
     times = [t for _, t in run.recoveries]
     rows = [
         ("duration (min)", f"{minutes:g}"),
@@ -418,7 +448,8 @@ def _print_table(run: Run, result: dict[str, int], fills: int, minutes: float) -
         ("kills: total", str(sum(run.kills.values()))),
         ("signals sent / acknowledged", f"{run.signals_sent} / {run.signals_acked}"),
         ("buys acknowledged", str(len(run.acked))),
-        ("fills (trades)", str(fills)),
+        ("fills (trades)", str(sum(fills.values()))),
+        *((f"fills: {kind}", str(n)) for kind, n in fills.items()),
         ("recovered / not recovered", f"{len(times)} / {len(run.unrecovered)}"),
         (
             "recovery p50 / p99 / max (s)",
@@ -489,7 +520,7 @@ async def chaos(minutes: float, agents_count: int, kill_every: float, seed: int)
                     json={
                         "name": f"chaos-{i}",
                         "balance": str(START_BALANCE),
-                        "config": {"stopLoss": {"defaultPercentage": -3, "mode": "fixed"}},
+                        "config": RULES_CONFIG if i % 2 else STOP_CONFIG,
                     },
                 ) as resp:
                     agents.append((await resp.json())["id"])
@@ -518,7 +549,13 @@ async def chaos(minutes: float, agents_count: int, kill_every: float, seed: int)
             if not ready:
                 result["unarmed"] += 1
                 print("chaos: the system did not report ready", file=sys.stderr)
-            fills = await pool.fetchval("SELECT count(*) FROM trades")
+            fills = {
+                f"{r['side']} {r['reason']}": r["n"]
+                for r in await pool.fetch(
+                    "SELECT side, coalesce(reason, '?') AS reason, count(*) AS n FROM trades"
+                    " GROUP BY 1, 2 ORDER BY 1, 2"
+                )
+            }
         _print_table(run, result, fills, minutes)
         print(
             f"chaos: lost={result['lost']} duplicates={result['duplicates']} "

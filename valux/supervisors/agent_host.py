@@ -22,6 +22,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import asyncpg
+from ray.exceptions import RayError
 
 from valux.actors.agent import Agent
 from valux.actors.exit_rules import exit_rules
@@ -74,9 +75,9 @@ class AgentHost(Host[Agent]):
 
     async def after_recovery(self) -> None:
         OPEN_POSITIONS.set(sum(len(a.positions) for a in self.entities.values()))
-        for agent in list(self.entities.values()):
-            async with self.mailbox(agent.id):
-                await self._reconcile(agent)
+        for agent_id in list(self.entities):
+            async with self.mailbox(agent_id):
+                await self._reconcile(self.entities[agent_id])
         self.ensure_reconciler()
 
     def ensure_reconciler(self) -> None:
@@ -242,8 +243,8 @@ class AgentHost(Host[Agent]):
     async def update_agent(
         self, agent_id: str, name: str | None, config_patch: dict[str, Any] | None
     ) -> dict[str, Any]:
-        agent = self._get(agent_id)
         async with self.mailbox(agent_id):
+            agent = self._get(agent_id)
             events: list[tuple[str, dict[str, Any]]] = []
             if name is not None and name != agent.name:
                 events.append(("renamed", {"name": name}))
@@ -260,9 +261,9 @@ class AgentHost(Host[Agent]):
 
     async def set_status(self, agent_id: str, status: str) -> dict[str, Any]:
         """pause | resume | delete. Deleting requires no open positions."""
-        agent = self._get(agent_id)
         target = {"pause": "paused", "resume": "active", "delete": "deleted"}[status]
         async with self.mailbox(agent_id):
+            agent = self._get(agent_id)
             if target == "deleted" and agent.positions:
                 raise Conflict(
                     f"agent {agent_id} has {len(agent.positions)} open position(s); "
@@ -296,6 +297,10 @@ class AgentHost(Host[Agent]):
             self.log.warning("entry_refused_journal_unavailable", agent_id=agent.id, error=str(exc))
             SIGNALS.labels("failed").inc()
             return self._outcome(agent, "failed", f"entry refused: journal unavailable ({exc})")
+        except RayError as exc:  # a wallet or evaluator process is restarting: not this agent
+            self.log.warning("entry_refused_actor_unavailable", agent_id=agent.id, error=str(exc))
+            SIGNALS.labels("failed").inc()
+            return self._outcome(agent, "failed", f"entry refused: {type(exc).__name__}")
         except Exception as exc:
             await self.entity_failed(agent.id, exc)
             SIGNALS.labels("failed").inc()
@@ -504,6 +509,11 @@ class AgentHost(Host[Agent]):
             self.log.error(
                 "exit_failed_journal_unavailable", position_id=request.position_id, error=str(exc)
             )
+            await self._disarm_position(request.token, request.position_id, closed=False)
+            return {"position_id": request.position_id, "status": "failed", "reason": str(exc)}
+        except RayError as exc:  # a wallet process is restarting: the next tick retries
+            self.log.warning("exit_deferred_actor_unavailable", error=str(exc))
+            await self._disarm_position(request.token, request.position_id, closed=False)
             return {"position_id": request.position_id, "status": "failed", "reason": str(exc)}
         except Exception as exc:
             await self.entity_failed(request.agent_id, exc)
@@ -511,10 +521,11 @@ class AgentHost(Host[Agent]):
             return {"position_id": request.position_id, "status": "failed", "reason": str(exc)}
 
     async def _handle_exit_inner(self, request: ExitRequest) -> dict[str, Any]:
-        agent = self.entities.get(request.agent_id)
-        if agent is None:
-            return {"position_id": request.position_id, "status": "ignored", "reason": "no agent"}
-        async with self.mailbox(agent.id):
+        async with self.mailbox(request.agent_id):
+            agent = self.entities.get(request.agent_id)  # the current incarnation
+            if agent is None:
+                return {"position_id": request.position_id, "status": "ignored",
+                        "reason": "no agent"}  # fmt: skip
             position = agent.positions.get(request.position_id)
             if position is None:
                 return {"position_id": request.position_id, "status": "ignored", "reason": "closed"}
@@ -679,11 +690,13 @@ class AgentHost(Host[Agent]):
     async def reconcile_all(self) -> int:
         """Retry resolution of every in-flight intent (the reconcile loop calls it)."""
         count = 0
-        for agent in list(self.entities.values()):
-            if _has_in_flight(agent):
-                async with self.mailbox(agent.id):
-                    await self._reconcile(agent)
-                count += 1
+        for agent_id in list(self.entities):
+            async with self.mailbox(agent_id):
+                agent = self.entities.get(agent_id)
+                if agent is None or not _has_in_flight(agent):
+                    continue
+                await self._reconcile(agent)
+            count += 1
         return count
 
     async def open_positions(self) -> list[dict[str, Any]]:

@@ -41,6 +41,10 @@ from valux.persistence.journal import Commit, Journal, load_streams
 E = TypeVar("E", bound=Entity)
 
 
+class StaleEntity(RuntimeError):
+    """A commit from a logical actor's incarnation that a restart has replaced."""
+
+
 class Host(Generic[E]):
     """Base class of AgentHost and WalletHost: mailboxes, journal, recovery."""
 
@@ -169,13 +173,21 @@ class Host(Generic[E]):
         unreachable (see :class:`~valux.persistence.journal.Journal`); anything else is
         refused with ``JournalUnavailable`` during an outage.
         """
+        current = self.entities.get(entity.id)
+        if current is not None and current is not entity:
+            # A handler kept an incarnation that a restart replaced; writing from it would
+            # fork the stream (two events with one seq). Refuse; the caller re-reads.
+            raise StaleEntity(f"{entity.id}: stale incarnation; it was restarted meanwhile")
         commit = Commit()
         staged = entity.stage(commit, list(events))
         journal = self.settings.journal
         snapshot = entity.snapshot_due(journal.snapshot_every_events, journal.snapshot_every_s)
         if snapshot:
             entity.stage_snapshot(commit)
-        await self.journal.commit(commit, deferrable=deferrable)
+        try:
+            await self.journal.commit(commit, deferrable=deferrable)
+        except asyncpg.UniqueViolationError as exc:  # the stream moved on without this copy
+            raise StaleEntity(f"{entity.id}: journal has seq already ({exc})") from exc
         entity.apply_committed(staged)
         if snapshot:
             entity.snapshot_taken()

@@ -74,7 +74,7 @@ class WalletHost(Host[Wallet]):
         pending = [(w, i) for w in self.entities.values() for i in list(w.pending)]
         for wallet, intent_id in pending:
             async with self.mailbox(wallet.id):
-                await self._resolve(wallet, intent_id, resubmit=True)
+                await self._resolve(self.entities[wallet.id], intent_id, resubmit=True)
         self._ensure_resolver()
 
     # -- commands -----
@@ -110,8 +110,8 @@ class WalletHost(Host[Wallet]):
     async def deposit(self, wallet_id: str, asset: str, amount: Decimal) -> dict[str, Any]:
         if self.venue.name != "paper":
             raise Conflict("deposits are only possible on paper wallets")
-        wallet = self._get(wallet_id)
         async with self.mailbox(wallet_id):
+            wallet = self._get(wallet_id)
             await self.persist(wallet, [("deposited", {"asset": asset, "amount": amount})])
             return wallet.view()
 
@@ -134,6 +134,7 @@ class WalletHost(Host[Wallet]):
                 out.append(None)
                 continue
             async with self.mailbox(wallet_id):
+                wallet = self.entities[wallet_id]
                 if intent_id in wallet.pending:
                     await self._resolve(wallet, intent_id, resubmit=False)
                 out.append(wallet.known_result(intent_id))
@@ -148,8 +149,8 @@ class WalletHost(Host[Wallet]):
         return wallet
 
     async def _execute_one(self, order: OrderRequest) -> OrderResult:
-        wallet = self._get(order.wallet_id)
-        async with self.mailbox(wallet.id):
+        async with self.mailbox(order.wallet_id):
+            wallet = self._get(order.wallet_id)
             known = wallet.known_result(order.intent_id)
             if known is not None:
                 return known
@@ -227,6 +228,7 @@ class WalletHost(Host[Wallet]):
                 for intent_id in list(wallet.pending):
                     submitted = wallet.pending[intent_id]["submitted_at"]
                     async with self.mailbox(wallet.id):
+                        wallet = self.entities[wallet.id]
                         if intent_id in wallet.pending:
                             resubmit = time.time() - submitted > 30 * _RESOLVE_INTERVAL_S
                             await self._resolve(wallet, intent_id, resubmit=resubmit)
