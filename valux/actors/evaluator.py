@@ -70,6 +70,8 @@ class StopLossEvaluator:
         self._stops: dict[str, tuple[float | None, float | None, float]] = {}
         self._stops_task: asyncio.Task[None] | None = None
         self._exit_tasks: set[asyncio.Task[None]] = set()
+        self._received: dict[str, float] = {}  # token -> wall time of its last tick here
+        self._watchdog: asyncio.Task[None] | None = None
         self.ticks_seen = 0
         self.batches = 0
         self.triggers = 0
@@ -77,6 +79,7 @@ class StopLossEvaluator:
         self.rearmed = await self._rearm_from_database()
         self.rearm_seconds = time.perf_counter() - started
         self.log.info("evaluator_ready", rearmed=self.rearmed, ms=round(self.rearm_seconds * 1000))
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch_silent_feeds())
 
     # -- recovery -----
 
@@ -185,6 +188,8 @@ class StopLossEvaluator:
         started = time.perf_counter()
         result = self.book.on_ticks(ticks)
         EVALUATION_SECONDS.observe(time.perf_counter() - started)
+        for token in {t[0] for t in ticks}:
+            self._received[token] = received
         self.ticks_seen += len(ticks)
         self.batches += 1
         if result.updates:
@@ -250,6 +255,37 @@ class StopLossEvaluator:
                 for pid, value in batch.items():
                     self._stops.setdefault(pid, value)
                 await asyncio.sleep(1.0)
+
+    # -- silent feeds -----
+
+    def freshness(self) -> dict[str, dict[str, Any]]:
+        """Tokens with armed positions: how many, and seconds since their last tick here
+        (since this evaluator started, if none yet)."""
+        now = time.time()
+        return {
+            token: {"armed": armed, "age_s": now - self._received.get(token, self.started_at)}
+            for token, armed in self.book.armed_per_token().items()
+        }
+
+    async def token_freshness(self) -> dict[str, dict[str, Any]]:
+        return self.freshness()
+
+    async def _watch_silent_feeds(self) -> None:
+        """``feeds.on_silent = exit``: sell the positions of a token whose prices stopped."""
+        feeds = self.settings.feeds
+        while True:
+            await asyncio.sleep(min(1.0, feeds.stale_after_s / 2))
+            if feeds.on_silent != "exit":
+                continue
+            now = time.time()
+            for token, info in self.freshness().items():
+                if info["age_s"] <= feeds.stale_after_s:
+                    continue
+                triggers = self.book.force_exit(token, "feed_silent", now)
+                if triggers:
+                    self.log.warning("feed_silent_exit", token=token, positions=len(triggers))
+                    self.triggers += len(triggers)
+                    self._dispatch(triggers, now)
 
     # -- queries -----
 

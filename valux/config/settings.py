@@ -313,6 +313,10 @@ class FeedSettings(_Section):
     replay: ReplayFeedSettings = Field(default_factory=ReplayFeedSettings)
     stale_after_s: PositiveFloat = 10.0
     """A feed whose last tick is older than this is not fresh (readiness fails)."""
+    on_silent: Literal["keep", "exit"] = "keep"
+    """A token with open positions and no tick for ``stale_after_s``: ``keep`` its last
+    stops (and report the positions as unprotected in health), or ``exit`` them at the
+    last price."""
 
 
 # ------------------------------------------------------------------------ venue

@@ -981,6 +981,36 @@ class ArmedBook:
                 if tb.has_exit[slot]:
                     tb.force_exit_check(one)
 
+    def force_exit(self, token: str, reason: str, ts: float) -> list[ExitTrigger]:
+        """Trigger every live position of ``token`` now, at its last price (feed-silent
+        policy ``exit``); they turn exiting exactly as a stop that fired."""
+        tb = self._books.get(token)
+        last = self._last.get(token)
+        if tb is None or last is None or tb.n == 0:
+            return []
+        slots = np.flatnonzero(~tb.exiting[: tb.n])
+        if slots.size == 0:
+            return []
+        price = last[0]
+        triggers = [
+            ExitTrigger(m.position_id, m.agent_id, m.host, token, reason, price, ts, pct, px)
+            for m, pct, px in zip(
+                [tb.meta[s] for s in slots.tolist()],
+                tb.pct[slots].tolist(),
+                tb.stop_px[slots].tolist(),
+                strict=True,
+            )
+        ]
+        live = int(np.count_nonzero(tb.is_live(slots)))
+        tb.exiting[slots] = True
+        tb.live -= live
+        tb.refresh_gates(slots)
+        return triggers
+
+    def armed_per_token(self) -> dict[str, int]:
+        """How many positions are armed on each token."""
+        return {token: tb.n for token, tb in self._books.items()}
+
     # -- evaluation -------------------------------------------------------------
 
     def on_ticks(self, ticks: Sequence[tuple[str, float, float]]) -> BatchResult:

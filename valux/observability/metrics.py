@@ -47,6 +47,12 @@ JOURNAL_COMMIT_SECONDS = Histogram(
 JOURNAL_EVENTS = Counter(
     "valux_journal_events", "Events appended to the journal", registry=REGISTRY
 )
+ESCALATIONS = Counter(
+    "valux_escalations",
+    "Children marked failed after exceeding their restart intensity (alerts)",
+    ["kind"],
+    registry=REGISTRY,
+)
 ACTOR_RESTARTS = Counter(
     "valux_actor_restarts",
     "Restarts of supervised actors",

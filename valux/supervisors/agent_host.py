@@ -316,6 +316,8 @@ class AgentHost(Host[Agent]):
                 return {**seen, "agent_id": agent.id, "duplicate": True}
             if any(b["signal_id"] == signal.id for b in agent.pending_buys.values()):
                 return self._outcome(agent, "pending", "buy in flight; outcome being resolved")
+            if self.safe_state is not None:  # not journaled: the same signal may buy later
+                return self._outcome(agent, "failed", f"entry refused: {self.safe_state}")
             outcome = await self._decide_and_buy(agent, signal)
         if outcome["status"] == "bought":
             SIGNAL_TO_FILL_SECONDS.observe(time.perf_counter() - started)

@@ -60,6 +60,7 @@ class Host(Generic[E]):
         self.settings = settings
         self.incarnation = uuid.uuid4().hex
         self.started_at = time.time()
+        self.safe_state: str | None = None  # set by the root: no new entries, exits run
         configure_logging(
             settings.logging.level, settings.logging.format, process=f"{self.kind}-host-{slot}"
         )
@@ -207,8 +208,17 @@ class Host(Generic[E]):
 
     # -- supervision surface -----
 
+    async def set_safe_state(self, reason: str | None) -> bool:
+        """Enter (``reason``) or leave (``None``) the safe state; True if it changed."""
+        changed = reason != self.safe_state
+        if changed:
+            self.log.warning("safe_state", reason=reason)
+        self.safe_state = reason
+        return changed
+
     async def ping(self) -> dict[str, Any]:
         return {
+            "safe_state": self.safe_state,
             "kind": self.kind,
             "pid": os.getpid(),
             "slot": self.slot,

@@ -57,6 +57,8 @@ class RootSupervisor:
             self.supervisors[group] = handle
         self.boot_seconds = time.perf_counter() - started
         self.log.info("tree_started", seconds=round(self.boot_seconds, 2))
+        self.safe_state: dict[str, str | None] = {}  # agent host name -> reason
+        self._escalation = asyncio.get_running_loop().create_task(self._escalation_loop())
 
     async def ping(self) -> dict[str, Any]:
         return {
@@ -80,6 +82,54 @@ class RootSupervisor:
         statuses = dict(await asyncio.gather(*(one(g) for g in GROUPS)))
         return {"root": await self.ping(), "supervisors": statuses}
 
+    # -- escalation -----
+
+    async def _escalation_loop(self) -> None:
+        """The parent's decision when a child exceeds its restart budget.
+
+        A failed evaluator, wallet host or feed compromises every agent (prices, stops or
+        execution), so every agent host enters the safe state: no new entries, exits keep
+        running wherever they can. A failed agent host puts only its own agents in the
+        safe state. The state is lifted when the failed child has run a whole restart
+        window without restarting. Re-sent every round, so a host that restarts meanwhile
+        comes back in the right state.
+        """
+        while True:
+            await asyncio.sleep(self.settings.supervision.ping_interval_s)
+            try:
+                await self._apply_safe_state(await self.tree())
+            except Exception as exc:  # keep deciding; one bad round must not end the loop
+                self.log.warning("escalation_round_failed", error=str(exc))
+
+    async def _apply_safe_state(self, tree: dict[str, Any]) -> None:
+        groups = tree["supervisors"]
+        failed = [
+            child["name"]
+            for group in ("evaluators", "wallets", "feeds")
+            for child in groups[group]["children"]
+            if child["state"] == "failed"
+        ]
+        system = None
+        if failed:
+            system = f"safe state: {', '.join(failed)} failed past its restart budget"
+        for child in groups["agents"]["children"]:
+            own = child["state"] == "failed"
+            reason = system or (
+                f"safe state: {child['name']} failed past its restart budget" if own else None
+            )
+            if self.safe_state.get(child["name"], None) != reason:
+                log = self.log.error if reason else self.log.warning
+                log("alert_safe_state" if reason else "safe_state_lifted",
+                    host=child["name"], reason=reason)  # fmt: skip
+            try:
+                handle = await asyncio.to_thread(
+                    ray.get_actor, child["name"], namespace=self.namespace
+                )
+                await asyncio.wait_for(handle.set_safe_state.remote(reason), 5)
+                self.safe_state[child["name"]] = reason
+            except Exception as exc:  # restarting: the next round tries again
+                self.log.warning("safe_state_not_delivered", host=child["name"], error=str(exc))
+
     async def ready(self) -> tuple[bool, list[str], dict[str, Any]]:
         """(ready, reasons, details)."""
         reasons: list[str] = []
@@ -98,6 +148,8 @@ class RootSupervisor:
                     )
         evaluators = tree["supervisors"]["evaluators"]["children"]
         unarmed = 0
+        silent: dict[str, dict[str, Any]] = {}
+        stale_after = self.settings.feeds.stale_after_s
         for child in evaluators:
             try:
                 handle = await asyncio.to_thread(
@@ -105,12 +157,28 @@ class RootSupervisor:
                 )
                 report: dict[str, Any] = await asyncio.wait_for(handle.ready_report.remote(), 10)
                 unarmed += report["unarmed_count"]
+                if self._automatic_feeds():
+                    fresh = await asyncio.wait_for(handle.token_freshness.remote(), 5)
+                    silent.update({t: i for t, i in fresh.items() if i["age_s"] > stale_after})
             except Exception as exc:
                 reasons.append(f"{child['name']} cannot report armed positions: {exc}")
         if unarmed:
             reasons.append(f"{unarmed} open position(s) not armed at a live evaluator")
+        if silent:
+            count = sum(i["armed"] for i in silent.values())
+            tokens = ", ".join(f"{t} ({i['age_s']:.0f}s)" for t, i in sorted(silent.items()))
+            action = self.settings.feeds.on_silent
+            reasons.append(
+                f"{count} open position(s) unprotected by fresh prices, no tick for over "
+                f"{stale_after:g}s on {tokens}; feeds.on_silent={action}"
+            )
         reasons.extend(await self._stale_feeds(tree["supervisors"]["feeds"]["children"]))
         return (not reasons, reasons, {"unarmed": unarmed})
+
+    def _automatic_feeds(self) -> bool:
+        """Whether a feed is expected to tick on its own (manual ticks come when pushed)."""
+        feeds = self.settings.feeds
+        return feeds.simulated.enabled or feeds.replay.path is not None
 
     async def _stale_feeds(self, children: list[dict[str, Any]]) -> list[str]:
         """Automatic feeds whose last tick is older than ``feeds.stale_after_s`` (asked live)."""

@@ -29,7 +29,7 @@ import structlog
 
 from valux.config.settings import Settings
 from valux.observability.logging import configure_logging
-from valux.observability.metrics import ACTOR_RESTARTS, collect_families
+from valux.observability.metrics import ACTOR_RESTARTS, ESCALATIONS, collect_families
 from valux.supervisors import factory
 from valux.supervisors.naming import agent_host_name, evaluator_name, feed_name, wallet_host_name
 
@@ -177,8 +177,21 @@ class Supervisor:
             self._restarted(child, child.last_failure or "process restarted")
         child.incarnation = incarnation
         child.last_ping = info
-        if child.state != "failed":
+        if child.state == "failed":
+            self._maybe_recovered(child)
+        else:
             child.state = "running"
+
+    def _maybe_recovered(self, child: Child) -> None:
+        """A failed child that has answered without a restart for a whole restart window
+        is running again (the root then lifts the safe state)."""
+        window = self.settings.supervision.restart_period_s
+        now = time.monotonic()
+        while child.restart_times and now - child.restart_times[0] > window:
+            child.restart_times.popleft()
+        if not child.restart_times:
+            child.state = "running"
+            self.log.warning("child_recovered", child=child.name, window_s=window)
 
     def _restarted(self, child: Child, why: str) -> None:
         now = time.monotonic()
@@ -190,6 +203,8 @@ class Supervisor:
             child.restart_times.popleft()
         ACTOR_RESTARTS.labels(self.kind).inc()
         if len(child.restart_times) > self.settings.supervision.restart_intensity:
+            if child.state != "failed":
+                ESCALATIONS.labels(self.kind).inc()
             child.state = "failed"
             self.log.error(
                 "alert_restart_intensity_exceeded",
