@@ -82,7 +82,7 @@ async def test_escalation_puts_agents_in_safe_state_and_exits_still_run(
         agent, position_id = await _buy(api, token)
         unprotected = await wait_for(
             lambda: api.request("GET", "/health/ready"),
-            lambda r: any("unprotected by fresh prices" in x for x in r[1]["reasons"]),
+            lambda r: any("unprotected by fresh prices" in x for x in r[1].get("reasons", [])),
             15,
         )
         assert any(token in reason for reason in unprotected[1]["reasons"])
@@ -105,15 +105,15 @@ async def test_escalation_puts_agents_in_safe_state_and_exits_still_run(
         status, ready = await api.request("GET", "/health/ready")
         assert status == 503 and any("failed" in r for r in ready["reasons"])
 
-        other = f"ESO{uuid.uuid4().hex[:5]}"
-        await api.ticks([(other, 1.0)])
-        sig = {"id": f"s-{uuid.uuid4().hex}", "token": other, "strength": 5, "type": "t",
-               "size": "1", "agents": [agent["id"]]}  # fmt: skip
-        refused = await wait_for(
-            lambda: api.post("/api/v1/signals", {**sig, "id": f"s-{uuid.uuid4().hex}"}, 201),
-            lambda r: r["outcomes"][0]["status"] == "failed",
-            15,
-        )
+        async def entry() -> dict[str, Any]:  # a fresh token each try: one position per token
+            other = f"ESO{uuid.uuid4().hex[:5]}"
+            await api.ticks([(other, 1.0)])
+            sig = {"id": f"s-{uuid.uuid4().hex}", "token": other, "strength": 5, "type": "t",
+                   "size": "1", "agents": [agent["id"]]}  # fmt: skip
+            return await api.post("/api/v1/signals", sig, 201)
+
+        # The root applies its decision on its next round (ping interval).
+        refused = await wait_for(entry, lambda r: r["outcomes"][0]["status"] == "failed", 15)
         assert "safe state" in refused["outcomes"][0]["reason"]
         assert "evaluator" in refused["outcomes"][0]["reason"]
 
