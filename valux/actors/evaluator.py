@@ -236,6 +236,19 @@ class StopLossEvaluator:
             elif outcome.get("status") == "ignored" and outcome.get("reason") == "closed":
                 self.book.disarm([request.position_id])
 
+    async def drain(self) -> int:
+        """Wait until every exit dispatched so far has been answered by its agent host
+        (including exits those answers led to); returns how many dispatches it waited for.
+
+        A backtest calls it after each tick batch, so the next batch sees the positions
+        the exits left behind, as a live run eventually does."""
+        waited = 0
+        while self._exit_tasks:
+            pending = list(self._exit_tasks)
+            waited += len(pending)
+            await asyncio.gather(*pending, return_exceptions=True)
+        return waited
+
     def _queue_stop_updates(self, updates: list[StopUpdate]) -> None:
         for u in updates:
             self._stops[u.position_id] = (u.peak, u.stop_pct, u.ts)

@@ -335,6 +335,9 @@ class PaperVenueSettings(_Section):
     """Share of orders whose outcome is unknown at first and must be resolved by querying."""
     network_fee: Decimal = Field(default=Decimal("0.000005"), ge=0)
     """Per-transaction network fee in the quote asset."""
+    simulated_clock: bool = False
+    """Stamp fills with market-data time (the timestamp of the newest price the wallet
+    host has seen) instead of wall time: backtests run on the replayed file's clock."""
 
     @model_validator(mode="after")
     def _rates_sum(self) -> Self:

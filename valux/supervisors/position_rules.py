@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING, Any
 
 from valux.actors.exit_rules import exit_rules, position_state
@@ -55,6 +55,8 @@ from valux.schema.messages import ExitRequest, OrderRequest, OrderResult, intent
 if TYPE_CHECKING:
     from valux.actors.agent import Agent
     from valux.supervisors.agent_host import AgentHost
+
+LAMPORT = Decimal("0.000000001")
 
 RULE_REASONS = frozenset({"take_profit", "stale_trade", "dca"})
 """Evaluator trigger reasons that this module handles (stop loss sells outright)."""
@@ -190,8 +192,8 @@ class PositionRules:
         intent_id = intent_id_for("rule", key or f"{action.step}:{position['id']}:{now}")
         plan = order_plan(action)
         is_dca = isinstance(action, DcaBuy)
-        if isinstance(action, DcaBuy):
-            amount = action.decision.buy_amount
+        if isinstance(action, DcaBuy):  # whole lamports, as every entry (PS-9)
+            amount = action.decision.buy_amount.quantize(LAMPORT, rounding=ROUND_DOWN)
         else:
             amount = action.decision.sell_amount
         intent = {

@@ -4,6 +4,11 @@ The StopLossEvaluator of a token already holds its latest tick, so it is the
 price board: a lookup asks the token's evaluator (one call), unless a fresh
 reference price came with the order (an exit carries the tick that triggered
 it) or was seen within ``max_age_s``.
+
+With ``market_time`` (``venue.paper.simulated_clock``, backtests) the lookup
+keeps no cache — wall time says nothing about how fresh a replayed price is, so
+every lookup asks the evaluator — and :meth:`PriceLookup.market_time` is the
+timestamp of the newest price it has seen: the clock of the venue's fills.
 """
 
 from __future__ import annotations
@@ -17,13 +22,28 @@ from valux.supervisors.naming import shard_of
 class PriceLookup:
     """Token → latest price, with a short local cache."""
 
-    def __init__(self, evaluators: int, namespace: str, *, max_age_s: float = 1.0) -> None:
+    def __init__(
+        self, evaluators: int, namespace: str, *, max_age_s: float = 1.0, market_time: bool = False
+    ) -> None:
         self._evaluators = evaluators
         self._namespace = namespace
         self._max_age_s = max_age_s
+        self._market = market_time
+        self._newest: float | None = None  # ts of the newest price seen (market_time mode)
         self._cache: dict[str, tuple[float, float]] = {}  # token -> (price, wall time seen)
 
+    def market_time(self) -> float:
+        """The timestamp of the newest price seen; wall time until one has been seen."""
+        return time.time() if self._newest is None else self._newest
+
+    def _seen(self, ts: float | None) -> None:
+        if ts is not None and (self._newest is None or ts > self._newest):
+            self._newest = ts
+
     def remember(self, token: str, price: float, ts: float | None = None) -> None:
+        if self._market:
+            self._seen(ts)
+            return
         self._cache[token] = (price, time.time() if ts is None else ts)
 
     async def price(self, token: str) -> float | None:
@@ -34,5 +54,8 @@ class PriceLookup:
         latest: tuple[float, float] | None = await evaluator.latest_price.remote(token)
         if latest is None:
             return None
-        self._cache[token] = (latest[0], time.time())
+        if self._market:
+            self._seen(latest[1])
+        else:
+            self._cache[token] = (latest[0], time.time())
         return latest[0]

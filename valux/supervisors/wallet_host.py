@@ -44,7 +44,11 @@ class WalletHost(Host[Wallet]):
     async def __init__(  # type: ignore[misc]
         self, slot: int, settings: Settings, database_url: str, redis_url: str | None
     ) -> None:
-        self.prices = PriceLookup(settings.hosting.evaluators, settings.ray.namespace)
+        self.prices = PriceLookup(
+            settings.hosting.evaluators,
+            settings.ray.namespace,
+            market_time=settings.venue.paper.simulated_clock,
+        )
         self._resolver: asyncio.Task[None] | None = None
         await super().__init__(slot, settings, database_url, redis_url)
 
@@ -63,6 +67,8 @@ class WalletHost(Host[Wallet]):
             # Whole lamports: every balance is then an exact sum of its fills and fees.
             quote_decimals=QUOTE_DECIMALS,
             ledger=PgOrderLedger(self.pool),
+            # Backtests: fills carry the replayed market's time, not the wall clock's.
+            clock=self.prices.market_time if paper.simulated_clock else time.time,
         )
 
     async def entity_ids(self) -> list[str]:
