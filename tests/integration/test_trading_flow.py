@@ -196,3 +196,27 @@ async def test_health_metrics_openapi_and_supervisors(runtime: Any) -> None:
         assert status["actors"]["evaluators"]["children"] == 1
         doc = await api.get("/openapi.json")
         assert "/api/v1/signals" in doc["paths"]
+
+
+async def test_price_impact_over_the_agents_maximum_refuses_the_buy(runtime: Any) -> None:
+    """PS-9 through the real venue quote: an agent whose maximum price impact is below
+    what the paper venue quotes even at 70 % of the size does not buy; with the check
+    disabled (null) the same signal buys."""
+    token = f"PI{uuid.uuid4().hex[:6]}"
+    async with Api(runtime.port) as api:
+        await api.ticks([(token, 1.0)])
+        strict = {**FIXED_STOP, "purchase_limits": {"max_price_impact": 1e-12}}
+        lax = {**FIXED_STOP, "purchase_limits": {"max_price_impact": None}}
+        agents = [
+            await api.post("/api/v1/agents", {"name": n, "config": c, "balance": "10"}, 201)
+            for n, c in (("strict", strict), ("lax", lax))
+        ]
+        signal = {"id": f"sig-{uuid.uuid4().hex}", "token": token, "strength": 3,
+                  "type": "buy", "size": "1", "agents": [a["id"] for a in agents]}  # fmt: skip
+        outcomes = {
+            o["agent_id"]: o for o in (await api.post("/api/v1/signals", signal, 201))["outcomes"]
+        }
+        refused = outcomes[agents[0]["id"]]
+        assert refused["status"] == "failed"
+        assert "PRICE_IMPACT_TOO_HIGH" in refused["reason"]
+        assert outcomes[agents[1]["id"]]["status"] == "bought"

@@ -19,7 +19,7 @@ from typing import Any
 
 from valux.evaluation.book import ExitParams
 from valux.rules.config import AgentConfig
-from valux.rules.orchestration import arm_params, exits_can_act
+from valux.rules.orchestration import arm_params, exits_can_act, tracks_position
 from valux.rules.position import PositionState, open_position
 from valux.rules.stop_loss import StopLossParams
 
@@ -57,7 +57,7 @@ def exit_rules(config: AgentConfig, state: PositionState | None = None) -> dict[
     stale-trade / DCA detection parameters (``exits``; ``None`` when none can act)."""
     sl = config.stop_loss
     exits = None
-    if state is not None:
+    if state is not None and tracks_position(config):  # ORCH-4: else no per-tick rule runs
         params = arm_params(state, config, 0.0)
         exits = params if exits_can_act(params) else None
     return {

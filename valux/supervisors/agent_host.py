@@ -33,6 +33,7 @@ from valux.observability.publisher import CHANNEL_POSITIONS, CHANNEL_TRADES
 from valux.rules.config import load_agent_config, merge_config_patch
 from valux.rules.eligibility import TokenMetrics, ineligibility_reason
 from valux.rules.position import open_position
+from valux.rules.sizing import SizingError, size_with_price_impact
 from valux.rules.validation import TradeRejected, validate_trade
 from valux.schema.messages import ExitRequest, OrderRequest, OrderResult, Signal, intent_id_for
 from valux.supervisors.batching import CallBatcher
@@ -40,6 +41,7 @@ from valux.supervisors.handles import evaluator_handle, wallet_host_handle
 from valux.supervisors.host import Host
 from valux.supervisors.naming import shard_of
 from valux.supervisors.position_rules import RULE_REASONS, PositionRules
+from valux.venues.base import VenueError
 
 _ARM_ATTEMPTS = 3
 _RECONCILE_INTERVAL_S = 1.0
@@ -125,6 +127,11 @@ class AgentHost(Host[Agent]):
             agent.wallet_id
         )
         return balances
+
+    async def _buy_impact(self, agent: Agent, token: str, amount: Decimal) -> float:
+        host = await wallet_host_handle(agent.wallet_slot, self.settings.ray.namespace)
+        impact: float = await host.buy_impact.remote(token, amount)
+        return impact
 
     async def _lookup(self, agent: Agent, intent_id: str) -> OrderResult | None:
         slot = agent.wallet_slot
@@ -357,8 +364,17 @@ class AgentHost(Host[Agent]):
                 requested_size=signal.size,
                 rng=self.rng,
             )
+            size = await size_with_price_impact(  # PS-9: 100 / 90 / 80 / 70 % of the size
+                size,
+                config.purchase_limits.max_price_impact,
+                lambda amount: self._buy_impact(agent, signal.token, amount),
+            )
         except TradeRejected as exc:
             return await self._record(agent, signal, "failed", f"{exc.code}: {exc.message}")
+        except SizingError as exc:
+            return await self._record(agent, signal, "failed", f"{exc.code}: {exc}")
+        except VenueError as exc:  # no quote (no price): the venue would not fill either
+            return await self._record(agent, signal, "failed", f"QUOTE_FAILED: {exc}")
         size = size.quantize(LAMPORT, rounding=ROUND_DOWN)  # PS-9: floor to whole lamports
         if size <= 0:
             return await self._record(

@@ -127,6 +127,12 @@ class WalletHost(Host[Wallet]):
     async def balances(self, wallet_ids: list[str]) -> list[dict[str, Decimal]]:
         return [dict(self._get(i).balances) for i in wallet_ids]
 
+    async def buy_impact(self, token: str, amount: Decimal) -> float:
+        """The price impact (a fraction) the venue quotes for buying with ``amount`` of
+        quote now (PS-9); places nothing."""
+        quote = await self.venue.quote(Side.BUY, token, amount)
+        return quote.price_impact
+
     async def execute(self, orders: list[OrderRequest]) -> list[OrderResult]:
         """Execute a batch of intents, each in its wallet's mailbox, concurrently."""
         return list(await asyncio.gather(*(self._execute_one(o) for o in orders)))
