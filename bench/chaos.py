@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -52,6 +51,7 @@ import ray
 
 from valux.config.settings import Settings, load_settings
 from valux.ops.ports import free_port
+from valux.ops.scratch_db import admin_execute, with_database
 from valux.supervisors.naming import (
     ROOT,
     agent_host_name,
@@ -473,10 +473,6 @@ def _print_table(run: Run, result: dict[str, int], fills: dict[str, int], minute
         print(f"| {key.ljust(width)} | {value} |")
 
 
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
 async def chaos(minutes: float, agents_count: int, kill_every: float, seed: int) -> int:
     rng = random.Random(seed)
     data_dir = Path(tempfile.mkdtemp(prefix="valux-chaos-"))
@@ -488,10 +484,8 @@ async def chaos(minutes: float, agents_count: int, kill_every: float, seed: int)
         admin_url = admin_url or EmbeddedPostgres(data_dir).start()
         redis_url = redis_url or EmbeddedRedis(data_dir).start()
     name = f"valux_chaos_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    database_url = _with_database(admin_url, name)
+    await admin_execute(admin_url, f'CREATE DATABASE "{name}"')
+    database_url = with_database(admin_url, name)
     namespace = f"valux-chaos-{uuid.uuid4().hex[:6]}"
     settings_env = _settings_env(namespace)
     address = os.environ.get("RAY_ADDRESS")
@@ -572,9 +566,7 @@ async def chaos(minutes: float, agents_count: int, kill_every: float, seed: int)
         except Exception:
             pass
         ray.shutdown()
-        admin = await asyncpg.connect(admin_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,12 +32,13 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
 import psutil
 import ray
+
+from valux.ops.scratch_db import scratch_database
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -513,27 +514,9 @@ def ensure_ray(env: BenchEnv) -> None:
 # ----------------------------------------------------------------------- databases
 
 
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-async def _admin(admin_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(admin_url: str, label: str) -> AsyncIterator[str]:
+def fresh_database(admin_url: str, label: str) -> contextlib.AbstractAsyncContextManager[str]:
     """A new, empty database ``valux_bench_<label>_<hex>``; dropped afterwards."""
-    name = f"valux_bench_{label}_{uuid.uuid4().hex[:6]}"
-    await _admin(admin_url, f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(admin_url, name)
-    finally:
-        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return scratch_database(admin_url, f"valux_bench_{label}")
 
 
 # ----------------------------------------------------------------- valux systems

@@ -17,18 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 import ray
 
 from valux.config.settings import Settings, load_settings
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
+from valux.ops.scratch_db import with_database
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +71,7 @@ def fresh_database(admin_url: str) -> Iterator[str]:
     name = f"valux_test_{uuid.uuid4().hex[:10]}"
     _admin(admin_url, f'CREATE DATABASE "{name}"')
     try:
-        yield _with_database(admin_url, name)
+        yield with_database(admin_url, name)
     finally:
         _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -25,6 +25,7 @@ from valux.actors.entity import Entity
 from valux.actors.exit_rules import exit_rules, position_state
 from valux.persistence.journal import RowWrite
 from valux.rules.config import AgentConfig, load_agent_config
+from valux.rules.position import PositionState
 
 UPSERT_AGENT = (
     "INSERT INTO agents (id, name, status, config, seq, host_slot, wallet_id, wallet_slot,"
@@ -191,7 +192,7 @@ class Agent(Entity):
         return {
             "state": state,
             "amount": state["purchase_amount"],
-            "remaining": position_state({"state": state}).holding,
+            "remaining": PositionState.from_dict(state).holding,
             "purchase_price": state["purchase_price"],
             "invested": state["total_invested"],
             "proceeds": position["proceeds"] + data.get("proceeds", Decimal(0)),

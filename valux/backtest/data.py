@@ -27,7 +27,6 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from pydantic import ValidationError
 
 from valux.api.models import SignalIn
 from valux.errors import FieldError, InvalidRequest
-from valux.feeds.replay import ReplayFeed
+from valux.feeds.replay import ReplayFeed, timestamp_from_text
 from valux.feeds.ticks import Tick, ts_problem
 
 __all__ = [
@@ -74,19 +73,10 @@ class TimedSignal:
 
 def parse_ts(raw: str) -> float:
     """Unix seconds, or ISO-8601 with a UTC offset (as the replay file reads ``ts``)."""
-    text = raw.strip()
     try:
-        value = float(text)
-    except ValueError:
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError(f"not unix seconds or an ISO-8601 timestamp (got {raw!r})") from None
-        if parsed.tzinfo is None:
-            raise ValueError(
-                f"ISO-8601 timestamp needs a UTC offset such as 'Z' (got {raw!r})"
-            ) from None
-        value = parsed.timestamp()
+        value = timestamp_from_text(raw)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (got {raw!r})") from None
     if problem := ts_problem(value):
         raise ValueError(f"{problem} (got {raw!r})")
     return value

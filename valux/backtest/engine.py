@@ -36,13 +36,12 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import ray
@@ -52,6 +51,7 @@ from valux.backtest.data import TimedSignal, timeline
 from valux.backtest.report import Fill, equity_curve, holdings, summarise
 from valux.config.settings import Settings
 from valux.feeds.replay import ReplayFeed
+from valux.ops.scratch_db import scratch_database
 from valux.supervisors.handles import clear_cache, evaluator_handle
 from valux.supervisors.naming import ROOT
 from valux.system.backend import RayBackend
@@ -125,10 +125,6 @@ def backtest_settings(base: Settings, database_url: str, namespace: str) -> Sett
     return Settings.model_validate(data)
 
 
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
 def admin_database_url(settings: Settings, say: Say = _quiet) -> str:
     """Where backtests create their databases: ``database.url`` (``DATABASE_URL``) used
     as an admin connection, else the embedded PostgreSQL under ``data_dir``."""
@@ -139,24 +135,9 @@ def admin_database_url(settings: Settings, say: Say = _quiet) -> str:
     return url
 
 
-async def _admin(admin_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(admin_url: str) -> AsyncIterator[str]:
+def fresh_database(admin_url: str) -> contextlib.AbstractAsyncContextManager[str]:
     """A new, empty database ``valux_bt_<hex>`` on the admin URL's server; dropped after."""
-    name = f"valux_bt_{uuid.uuid4().hex[:10]}"
-    await _admin(admin_url, f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(admin_url, name)
-    finally:
-        with contextlib.suppress(Exception):
-            await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return scratch_database(admin_url, "valux_bt")
 
 
 def kill_namespace(namespace: str) -> int:

@@ -65,6 +65,23 @@ def _show(raw: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def timestamp_from_text(raw: str) -> float:
+    """Unix seconds, or ISO-8601 with a UTC offset; ``ValueError`` saying which it is not.
+    (Range checks are the caller's: :func:`valux.feeds.ticks.ts_problem`.)"""
+    text = raw.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("not unix seconds or an ISO-8601 timestamp") from None
+    if parsed.tzinfo is None:
+        raise ValueError("ISO-8601 timestamp needs a UTC offset such as 'Z'")
+    return parsed.timestamp()
+
+
 def _parse_ts(raw: object) -> float:
     if raw is None or raw == "":
         raise _RowError("ts", "missing value")
@@ -73,21 +90,10 @@ def _parse_ts(raw: object) -> float:
             raise _RowError("ts", "timestamp has no time zone; use UTC")
         value: object = raw.timestamp()
     elif isinstance(raw, str):
-        text = raw.strip()
         try:
-            value = float(text)
-        except ValueError:
-            try:
-                parsed = datetime.fromisoformat(text)
-            except ValueError:
-                raise _RowError(
-                    "ts", f"not unix seconds or an ISO-8601 timestamp (got {_show(raw)})"
-                ) from None
-            if parsed.tzinfo is None:
-                raise _RowError(
-                    "ts", f"ISO-8601 timestamp needs a UTC offset such as 'Z' (got {_show(raw)})"
-                ) from None
-            value = parsed.timestamp()
+            value = timestamp_from_text(raw)
+        except ValueError as exc:
+            raise _RowError("ts", f"{exc} (got {_show(raw)})") from None
     else:
         value = raw
     if msg := ts_problem(value):

@@ -63,6 +63,7 @@ class AgentHost(Host[Agent]):
         self._wallet_exec: dict[int, CallBatcher[OrderRequest, OrderResult]] = {}
         self._wallet_balances: dict[int, CallBatcher[str, dict[str, Decimal]]] = {}
         self._wallet_resolve: dict[int, CallBatcher[tuple[str, str], OrderResult | None]] = {}
+        self._wallet_impact: dict[int, CallBatcher[tuple[str, Decimal], float]] = {}
         self._arm: dict[int, CallBatcher[dict[str, Any], bool]] = {}
         self._disarm: dict[int, CallBatcher[tuple[str, bool], bool]] = {}
         self._reconciler: asyncio.Task[None] | None = None
@@ -129,8 +130,13 @@ class AgentHost(Host[Agent]):
         return balances
 
     async def _buy_impact(self, agent: Agent, token: str, amount: Decimal) -> float:
-        host = await wallet_host_handle(agent.wallet_slot, self.settings.ray.namespace)
-        impact: float = await host.buy_impact.remote(token, amount)
+        slot = agent.wallet_slot
+        ns = self.settings.ray.namespace
+
+        async def send(items: list[tuple[str, Decimal]]) -> list[float]:
+            return list(await (await wallet_host_handle(slot, ns)).buy_impacts.remote(items))
+
+        impact: float = await self._batcher(self._wallet_impact, slot, send).call((token, amount))
         return impact
 
     async def _lookup(self, agent: Agent, intent_id: str) -> OrderResult | None:

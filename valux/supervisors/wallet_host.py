@@ -127,11 +127,11 @@ class WalletHost(Host[Wallet]):
     async def balances(self, wallet_ids: list[str]) -> list[dict[str, Decimal]]:
         return [dict(self._get(i).balances) for i in wallet_ids]
 
-    async def buy_impact(self, token: str, amount: Decimal) -> float:
-        """The price impact (a fraction) the venue quotes for buying with ``amount`` of
-        quote now (PS-9); places nothing."""
-        quote = await self.venue.quote(Side.BUY, token, amount)
-        return quote.price_impact
+    async def buy_impacts(self, buys: list[tuple[str, Decimal]]) -> list[float]:
+        """The price impact (a fraction) the venue quotes for buying each ``(token, amount
+        of quote)`` now (PS-9); places nothing. A batch per call, like ``execute``."""
+        quotes = await asyncio.gather(*(self.venue.quote(Side.BUY, t, a) for t, a in buys))
+        return [q.price_impact for q in quotes]
 
     async def execute(self, orders: list[OrderRequest]) -> list[OrderResult]:
         """Execute a batch of intents, each in its wallet's mailbox, concurrently."""
