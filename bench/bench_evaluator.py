@@ -9,7 +9,7 @@ Positions that trigger are replaced between batches (untimed) by fresh ones,
 so N stays constant. Columns: p50/p99/max/mean ms per batch; ``scan ms``, the
 median cost of a tick that crosses some gate and so pays the full numpy passes
 over N (most ticks cross none and cost O(1)); mean scalar (decimal) fallbacks,
-triggers and updates per batch; seconds to arm N. Asserts nothing about time.
+triggers and SL-12 stop writes per batch; seconds to arm N. Asserts nothing about time.
 
     python -m bench.bench_evaluator --all-rules
 
@@ -30,6 +30,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from valux.evaluation.book import ArmedBook, ArmedPosition, ExitParams
 from valux.rules.stop_loss import StopLossParams
@@ -89,7 +90,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def run(
+def measure(
     positions: int,
     batches: int,
     ticks: int,
@@ -97,11 +98,12 @@ def run(
     warmup: int,
     seed: int,
     all_rules: bool = False,
-) -> None:
+) -> dict[str, Any]:
+    """Arm, run the timed batches, then the forced full scans; see the module docstring."""
     rng = random.Random(seed)
     configs = agent_configs(1000, rng)
     price = 1.0
-    book = ArmedBook()
+    book = ArmedBook(record_updates=False)  # as the evaluator actor runs it
 
     def opened(now: float, spread: float = 0.0) -> float | None:
         return now - rng.uniform(0.0, spread) if all_rules else None
@@ -116,58 +118,84 @@ def run(
     gc.freeze()  # the armed population is long-lived: keep it out of GC passes
     next_id = positions
     times: list[float] = []
-    fallbacks = triggers = updates = exits = 0
+    fallbacks = triggers = writes = exits = 0
     ts = 0.0
-    for b in range(warmup + batches):
-        batch = []
-        for _ in range(ticks):
-            price *= math.exp(rng.gauss(0.0, vol))
-            ts += 1.5
-            batch.append((TOKEN, price, ts))
-        t = time.perf_counter_ns()
-        res = book.on_ticks(batch)
-        elapsed_ms = (time.perf_counter_ns() - t) / 1e6
-        if b >= warmup:
-            times.append(elapsed_ms)
-            fallbacks += res.fallbacks
-            triggers += len(res.triggers)
-            updates += len(res.updates)
-            exits += sum(1 for t in res.triggers if t.reason != "stop_loss")
-        if res.triggers:  # sold / handled by the agent: replace by fresh positions (untimed)
-            book.disarm(t.position_id for t in res.triggers)
-            fresh = [
-                make_position(next_id + k, price, configs, rng, opened_at=opened(ts))
-                for k in range(len(res.triggers))
-            ]
-            next_id += len(fresh)
-            book.arm(fresh)
-        del res  # free the batch's result outside the timed region
-    # Floor cost of a tick that crosses some gate: arming one fresh position
-    # (untimed) forces the next tick through the full compare passes over N.
     scans: list[float] = []
-    for _ in range(min(50, batches)):
-        book.arm([make_position(next_id, price, configs, rng, opened_at=opened(ts))])
-        next_id += 1
-        ts += 1.5
-        t = time.perf_counter_ns()
-        book.on_ticks([(TOKEN, price, ts)])
-        scans.append((time.perf_counter_ns() - t) / 1e6)
-    scans.sort()
-    times.sort()
+    try:
+        for b in range(warmup + batches):
+            batch = []
+            for _ in range(ticks):
+                price *= math.exp(rng.gauss(0.0, vol))
+                ts += 1.5
+                batch.append((TOKEN, price, ts))
+            t = time.perf_counter_ns()
+            res = book.on_ticks(batch)
+            elapsed_ms = (time.perf_counter_ns() - t) / 1e6
+            if b >= warmup:
+                times.append(elapsed_ms)
+                fallbacks += res.fallbacks
+                triggers += len(res.triggers)
+                writes += res.stop_writes
+                exits += sum(1 for t in res.triggers if t.reason != "stop_loss")
+            if res.triggers:  # sold / handled by the agent: replace by fresh positions (untimed)
+                book.disarm(t.position_id for t in res.triggers)
+                fresh = [
+                    make_position(next_id + k, price, configs, rng, opened_at=opened(ts))
+                    for k in range(len(res.triggers))
+                ]
+                next_id += len(fresh)
+                book.arm(fresh)
+            book.take_stop_writes(ts)  # the actor's flush takes them (untimed)
+            del res  # free the batch's result outside the timed region
+        # Floor cost of a tick that crosses some gate: arming one fresh position
+        # (untimed) forces the next tick through the full compare passes over N.
+        for _ in range(min(50, batches)):
+            book.arm([make_position(next_id, price, configs, rng, opened_at=opened(ts))])
+            next_id += 1
+            ts += 1.5
+            t = time.perf_counter_ns()
+            book.on_ticks([(TOKEN, price, ts)])
+            scans.append((time.perf_counter_ns() - t) / 1e6)
+    finally:
+        gc.unfreeze()
+    n = max(1, len(times))
+    return {
+        "batch_ms": times,
+        "scan_ms": scans,
+        "arm_s": arm_s,
+        "fallbacks_per_batch": fallbacks / n,
+        "triggers_per_batch": triggers / n,
+        "stop_writes_per_batch": writes / n,
+        "exit_triggers_per_batch": exits / n,
+    }
+
+
+def run(
+    positions: int,
+    batches: int,
+    ticks: int,
+    vol: float,
+    warmup: int,
+    seed: int,
+    all_rules: bool = False,
+) -> None:
+    m = measure(positions, batches, ticks, vol, warmup, seed, all_rules)
+    times = sorted(m["batch_ms"])
+    scans = sorted(m["scan_ms"])
     n = len(times)
     extra_head = f" {'exit/b':>7}" if all_rules else ""
-    extra = f" {exits / n:>7.1f}" if all_rules else ""
+    extra = f" {m['exit_triggers_per_batch']:>7.1f}" if all_rules else ""
     print(
         f"{'positions':>10} {'ticks/batch':>11} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
-        f" {'mean ms':>8} {'scan ms':>8} {'scalar/b':>9} {'trig/b':>7} {'upd/b':>7} {'arm s':>6}"
+        f" {'mean ms':>8} {'scan ms':>8} {'scalar/b':>9} {'trig/b':>7} {'write/b':>7} {'arm s':>6}"
         + extra_head
     )
     p50, p99 = percentile(times, 0.50), percentile(times, 0.99)
     print(
         f"{positions:>10} {ticks:>11} {p50:>8.3f} {p99:>8.3f}"
         f" {times[-1]:>8.3f} {sum(times) / n:>8.3f} {percentile(scans, 0.5):>8.3f}"
-        f" {fallbacks / n:>9.1f} {triggers / n:>7.1f}"
-        f" {updates / n:>7.1f} {arm_s:>6.2f}" + extra
+        f" {m['fallbacks_per_batch']:>9.1f} {m['triggers_per_batch']:>7.1f}"
+        f" {m['stop_writes_per_batch']:>7.1f} {m['arm_s']:>6.2f}" + extra
     )
 
 

@@ -1,9 +1,11 @@
 """evaluator: per-batch stop-loss evaluation time of the armed book, in-process (no Ray, no I/O).
 
-The loop of :mod:`bench.bench_evaluator` (whose position and config helpers it
-imports): ``positions`` positions on one token, trailing stops in the four modes
-(fixed, exponential, zones, custom; 1,000 agent configs), armed in an
-:class:`~valux.evaluation.book.ArmedBook`; then ``batches`` tick batches of
+:func:`bench.bench_evaluator.measure` with ``--all-rules``: ``positions``
+positions on one token, trailing stops in the four modes (fixed, exponential,
+zones, custom; 1,000 agent configs) plus take-profit, stale-trade and DCA
+detection, armed in an :class:`~valux.evaluation.book.ArmedBook` built as the
+evaluator actor builds it (stop writes marked in arrays, taken between
+batches, untimed); then ``batches`` tick batches of
 ``ticks`` ticks from a seeded geometric random walk, each timed around
 :meth:`ArmedBook.on_ticks`. Triggered positions are replaced between batches
 (untimed) so the population stays constant. ``scan`` is the cost of a tick
@@ -14,74 +16,8 @@ cost O(1).
 
 from __future__ import annotations
 
-import gc
-import math
-import random
-import time
-
-from bench.bench_evaluator import TOKEN, agent_configs, make_position
+from bench.bench_evaluator import measure
 from bench.common import BenchEnv, Benchmark, BenchResult, Row, Target, distribution
-from valux.evaluation.book import ArmedBook
-
-
-def measure(
-    positions: int, batches: int, ticks: int, vol: float, warmup: int, seed: int
-) -> dict[str, object]:
-    rng = random.Random(seed)
-    configs = agent_configs(1000, rng)
-    price = 1.0
-    book = ArmedBook()
-    t0 = time.perf_counter()
-    book.arm(make_position(i, price, configs, rng) for i in range(positions))
-    arm_s = time.perf_counter() - t0
-    gc.collect()
-    gc.freeze()
-    next_id = positions
-    times: list[float] = []
-    fallbacks = triggers = updates = 0
-    ts = 0.0
-    try:
-        for b in range(warmup + batches):
-            batch = []
-            for _ in range(ticks):
-                price *= math.exp(rng.gauss(0.0, vol))
-                ts += 1.5
-                batch.append((TOKEN, price, ts))
-            started = time.perf_counter_ns()
-            res = book.on_ticks(batch)
-            elapsed_ms = (time.perf_counter_ns() - started) / 1e6
-            if b >= warmup:
-                times.append(elapsed_ms)
-                fallbacks += res.fallbacks
-                triggers += len(res.triggers)
-                updates += len(res.updates)
-            if res.triggers:
-                book.disarm(t.position_id for t in res.triggers)
-                fresh = [
-                    make_position(next_id + k, price, configs, rng)
-                    for k in range(len(res.triggers))
-                ]
-                next_id += len(fresh)
-                book.arm(fresh)
-        scans: list[float] = []
-        for _ in range(min(50, batches)):
-            book.arm([make_position(next_id, price, configs, rng)])
-            next_id += 1
-            ts += 1.5
-            started = time.perf_counter_ns()
-            book.on_ticks([(TOKEN, price, ts)])
-            scans.append((time.perf_counter_ns() - started) / 1e6)
-    finally:
-        gc.unfreeze()
-    n = max(1, len(times))
-    return {
-        "batch_ms": times,
-        "scan_ms": scans,
-        "arm_s": arm_s,
-        "fallbacks_per_batch": fallbacks / n,
-        "triggers_per_batch": triggers / n,
-        "updates_per_batch": updates / n,
-    }
 
 
 async def run(
@@ -96,7 +32,7 @@ async def run(
     seed: int = 1,
 ) -> None:
     del env  # in-process: no servers
-    m = measure(positions, batches, ticks, vol, warmup, seed)
+    m = measure(positions, batches, ticks, vol, warmup, seed, all_rules=True)
     result.add(
         Row(
             f"on_ticks per batch, {positions:,} positions, {ticks} tick(s)/batch",
@@ -114,11 +50,20 @@ async def run(
         )
     )
     result.add(Row(f"arm {positions:,} positions", "s", value=float(m["arm_s"])))  # type: ignore[arg-type]
-    for key in ("triggers_per_batch", "updates_per_batch", "fallbacks_per_batch"):
-        result.add(Row(key.replace("_", " "), "", value=float(m[key])))  # type: ignore[arg-type]
+    labels = {
+        "triggers_per_batch": "triggers per batch (stop and exit)",
+        "exit_triggers_per_batch": "  of which take-profit / stale-trade / DCA",
+        "stop_writes_per_batch": "SL-12 stop writes per batch",
+        "fallbacks_per_batch": "exact (decimal SL-2) evaluations per batch",
+    }
+    for key, label in labels.items():
+        result.add(Row(label, "", value=float(m[key])))
     result.notes.append(
         f"one token, mixed modes over 1,000 configs, random walk σ={vol} per tick, seed {seed}; "
-        "triggered positions replaced between batches (untimed)."
+        "all rules armed (take profit, stale trade, DCA besides the trailing stop); "
+        "triggered positions replaced between batches (untimed). The p99 batches are new "
+        "highs that move most peaks: their cost is the exact decimal SL-2 change of every "
+        "position whose stop ratchets."
     )
 
 

@@ -101,7 +101,7 @@ class Run:
 
 def run_valux(prices: list[float], k: int, stride: int) -> Run:
     params = trailing_params()
-    book = ArmedBook()
+    book = ArmedBook(record_updates=False)  # as the evaluator actor runs it
     slots: dict[int, list[tuple[int, int | None]]] = {s: [] for s in range(k)}
     slot_of: dict[str, int] = {}
     generation = [0] * k

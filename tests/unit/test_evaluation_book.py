@@ -343,6 +343,83 @@ def test_on_ticks_restores_the_garbage_collector_state() -> None:
             gc.enable()
 
 
+def test_stop_writes_are_marked_coalesced_and_taken_once() -> None:
+    book = ArmedBook(record_updates=False)
+    book.arm([pos("a"), pos("b", peak=100.0, pct=-32.0)])  # a: SL-1; b: restored
+    first = book.take_stop_writes(now=7.0)
+    assert first.rows() == [("a", 100.0, -32.0, 7.0)]
+    assert not book.has_stop_writes() and len(book.take_stop_writes(now=8.0)) == 0
+    res = book.on_ticks([("SOLX", 150.0, 1.0), ("SOLX", 160.0, 2.0)])
+    assert res.updates == [] and res.stop_writes == 4  # two positions, two ticks
+    rows = sorted(book.take_stop_writes(now=9.0).rows())
+    assert rows == [("a", 160.0, 50.0, 2.0), ("b", 160.0, 50.0, 2.0)]  # the last values
+
+
+def test_stop_write_marks_survive_a_rearm_and_go_with_a_disarm() -> None:
+    book = ArmedBook(record_updates=False)
+    book.arm([pos("a", peak=100.0, pct=-32.0), pos("b", peak=100.0, pct=-32.0)])
+    book.on_ticks([("SOLX", 150.0, 1.0)])
+    book.arm([pos("a", peak=150.0, pct=40.0)])  # re-armed before the flush: still marked
+    book.disarm(["b"])  # closed: its pending write is dropped
+    book.arm([pos("c", peak=100.0, pct=-30.0)], persist={"c": 5.0})  # a reset stop
+    assert sorted(book.take_stop_writes(now=9.0).rows()) == [
+        ("a", 150.0, 40.0, 1.0),
+        ("c", 100.0, -30.0, 5.0),
+    ]
+
+
+def test_a_failed_write_is_marked_again_unless_newer_or_gone() -> None:
+    book = ArmedBook(record_updates=False)
+    book.arm([pos("a"), pos("b"), pos("c")])
+    failed = book.take_stop_writes(now=1.0)
+    book.on_ticks([("SOLX", 150.0, 2.0)])  # newer marks for a, b and c
+    book.take_stop_writes(now=2.0)
+    book.arm([pos("d")])
+    book.disarm(["c"])
+    book.mark_for_write(failed.position_ids, failed.ts)
+    rows = sorted(book.take_stop_writes(now=3.0).rows())
+    assert rows == [("a", 150.0, 40.0, 1.0), ("b", 150.0, 40.0, 1.0), ("d", 100.0, -32.0, 3.0)]
+
+
+def test_long_custom_ladder_equals_the_scalar_rule() -> None:
+    """A 5 % trail as a custom ladder of ~2,200 levels (bench/nautilus.py): the flat,
+    searchsorted level lookup decides exactly what evaluate_stop decides."""
+    levels = []
+    ratio = 1 / 0.95
+    while ratio < 3.0:
+        ratio *= 1.0005
+        levels.append(((ratio - 1) * 100, (0.95 * ratio - 1) * 100))
+    ladder = StopLossParams(True, -5.0, "custom", tuple(reversed(levels)))
+    book = ArmedBook()
+    book.arm([pos(f"p{i}", 100.0 + i * 0.37, params=ladder) for i in range(40)])
+    model = {f"p{i}": (100.0 + i * 0.37, None, None) for i in range(40)}
+    model = {k: (q, *initial_stop(q, ladder)[::-1]) for k, (q, _, _) in model.items()}
+    price, closed = 100.0, 0
+    for step in range(1, 400):
+        price *= 0.96 if step % 90 == 0 else 1.004 if step % 7 else 0.985
+        res = book.on_ticks([("SOLX", price, float(step))])
+        fired = set()
+        for pid, (q, peak, pct) in list(model.items()):
+            d = evaluate_stop(
+                purchase_price=q, stored_peak=peak, stored_pct=pct, price=price, params=ladder
+            )
+            if d.updated:
+                model[pid] = (q, d.peak, d.stop_pct)
+            if d.triggered:
+                fired.add(pid)
+                del model[pid]
+        assert set(ids(res.triggers)) == fired
+        closed += len(fired)
+        book.disarm(fired)
+        for pid in fired:  # re-enter at this price, as the bench's slots do
+            book.arm([pos(f"{pid}+", price, params=ladder)])
+            model[f"{pid}+"] = (price, *initial_stop(price, ladder)[::-1])
+        for pid, (_, peak, pct) in model.items():
+            state = book.state(pid)
+            assert state is not None and (state.peak, state.stop_pct) == (peak, pct)
+    assert closed >= 40  # the drops close positions (and their re-entries)
+
+
 def test_batch_result_defaults() -> None:
     """An empty batch evaluates nothing."""
     assert ArmedBook().on_ticks([]) == BatchResult()
@@ -434,37 +511,80 @@ def _nan_to_none(t: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(None if isinstance(x, float) and math.isnan(x) else x for x in t)
 
 
+_TAKE_NOW = 1e9  # the "now" of take_stop_writes in the property test
+
+
 def _run_steps(steps: list[Step]) -> None:
     """Run ``steps`` on a book and on the model in lockstep; after every step the
-    emitted triggers/updates and every position's state must be equal."""
+    emitted triggers/updates and every position's state must be equal.
+
+    A second book built as the evaluator actor builds it (``record_updates``
+    off) runs the same steps: same triggers and state, and every third step its
+    :meth:`~ArmedBook.take_stop_writes` must return exactly the positions the
+    model persisted since the last take (SL-12 updates; SL-1 of a fresh arm,
+    stamped with the take's time), with their current state."""
     book = ArmedBook()
+    fast = ArmedBook(record_updates=False)
     model = _Model()
     seen: set[str] = set()
-    for kind, arg in steps:
+    pending: dict[str, float] = {}  # position id -> ts the write carries
+    for index, (kind, arg) in enumerate(steps):
         if kind in ("arm", "arm_release"):
             book.arm(arg, release=kind == "arm_release")
+            fast.arm(arg, release=kind == "arm_release")
             model.arm(arg, release=kind == "arm_release")
             seen.update(p.position_id for p in arg)
+            for p in {p.position_id: p for p in arg}.values():  # the last of an id wins
+                m = model.positions[p.position_id]
+                if m.peak is None or m.pct is None:  # no complete state to write
+                    pending.pop(p.position_id, None)
+                elif p.peak is None and p.stop_pct is None:  # SL-1
+                    pending.setdefault(p.position_id, math.nan)
         elif kind == "disarm":
             assert book.disarm(arg) == model.disarm(arg)
+            fast.disarm(arg)
+            for pid in arg:
+                pending.pop(pid, None)
         elif kind == "release":
             book.release(arg)
+            fast.release(arg)
             model.release(arg)
         else:
             res = book.on_ticks(arg)
             got_triggers = sorted((_nan_to_none(tuple(t)) for t in res.triggers), key=_order)
             got_updates = sorted(tuple(u) for u in res.updates)
             assert (got_triggers, got_updates, res.evaluated) == model.ticks(arg)
+            assert res.stop_writes == len(res.updates)
+            quick = fast.on_ticks(arg)
+            assert [_nan_to_none(tuple(t)) for t in quick.triggers] == [
+                _nan_to_none(tuple(t)) for t in res.triggers
+            ]
+            assert quick.updates == []
+            assert quick.stop_writes == res.stop_writes
+            for u in res.updates:  # in tick order: the last write of a position wins
+                pending[u.position_id] = u.ts
+        if index % 3 == 2:
+            taken = fast.take_stop_writes(_TAKE_NOW)
+            got = {row[0]: row[1:] for row in taken.rows()}
+            assert len(got) == len(taken)
+            expected = {}
+            for pid, ts in pending.items():
+                m = model.positions[pid]
+                expected[pid] = (m.peak, m.pct, _TAKE_NOW if math.isnan(ts) else ts)
+            assert got == expected
+            pending.clear()
+            assert not fast.has_stop_writes()
         assert book.armed_count() == len(model.positions)
         assert sorted(book.tokens()) == sorted({m.spec.token for m in model.positions.values()})
         for pid in seen:
             m = model.positions.get(pid)
             state = book.state(pid)
+            assert fast.state(pid) == state
             if m is None:
                 assert state is None and not book.is_armed(pid)
                 continue
-            expected = replace(m.spec, peak=m.peak, stop_pct=m.pct)
-            assert state == expected
+            expected_state = replace(m.spec, peak=m.peak, stop_pct=m.pct)
+            assert state == expected_state
             assert book.is_exiting(pid) == m.exiting
 
 

@@ -8,7 +8,9 @@ Contract:
   position is marked exiting, so it cannot fire twice; the host answers with
   ``settle`` (closed → forgotten, failed → released to fire again).
 - Trailing-stop state (peak, ratchet) is written to ``position_stops`` in the
-  background, coalesced (SL-12 persistence).
+  background, coalesced (SL-12 persistence): the book marks changed positions
+  in an array; every 100 ms their current values go out in one upsert per
+  chunk, and a failed write marks them again.
 - On restart: the constructor re-arms every open position of its shard from
   PostgreSQL (positions read model + position_stops) before it answers
   anything, so "ready" implies "armed".
@@ -29,7 +31,7 @@ import structlog
 
 from valux.actors.exit_rules import decode_exits, stop_params
 from valux.config.settings import Settings
-from valux.evaluation.book import ArmedBook, ArmedPosition, ExitTrigger, StopUpdate
+from valux.evaluation.book import ArmedBook, ArmedPosition, ExitTrigger, StopWrites
 from valux.observability.logging import configure_logging
 from valux.observability.metrics import ARMED_POSITIONS, EVALUATION_SECONDS, collect_families
 from valux.schema.messages import ExitRequest
@@ -37,9 +39,12 @@ from valux.supervisors.handles import agent_host_handle
 from valux.supervisors.naming import shard_of
 
 _STOPS_FLUSH_S = 0.1
-_UPSERT_STOP = (
+_STOPS_CHUNK = 20_000  # rows per upsert statement
+_UPSERT_STOPS = (
     "INSERT INTO position_stops (position_id, peak, stop_pct, updated_at)"
-    " VALUES ($1, $2, $3, to_timestamp($4)) ON CONFLICT (position_id) DO UPDATE"
+    " SELECT u.id, u.peak, u.pct, to_timestamp(u.ts)"
+    " FROM unnest($1::text[], $2::float8[], $3::float8[], $4::float8[]) AS u(id, peak, pct, ts)"
+    " ON CONFLICT (position_id) DO UPDATE"
     " SET peak = EXCLUDED.peak, stop_pct = EXCLUDED.stop_pct, updated_at = EXCLUDED.updated_at"
 )
 
@@ -62,12 +67,11 @@ class StopLossEvaluator:
             settings.logging.level, settings.logging.format, process=f"evaluator-{shard}"
         )
         self.log = structlog.get_logger("valux.evaluator").bind(shard=shard)
-        self.book = ArmedBook()
+        self.book = ArmedBook(record_updates=False)
         self.started_at = time.time()
         self.pool: asyncpg.Pool = await asyncpg.create_pool(
             database_url, min_size=1, max_size=2, timeout=settings.database.connect_timeout_s
         )
-        self._stops: dict[str, tuple[float | None, float | None, float]] = {}
         self._stops_task: asyncio.Task[None] | None = None
         self._exit_tasks: set[asyncio.Task[None]] = set()
         self._received: dict[str, float] = {}  # token -> wall time of its last tick here
@@ -77,6 +81,7 @@ class StopLossEvaluator:
         self.triggers = 0
         started = time.perf_counter()
         self.rearmed = await self._rearm_from_database()
+        self._schedule_stop_writes()  # SL-1 state of positions restored without any
         self.rearm_seconds = time.perf_counter() - started
         self.log.info("evaluator_ready", rearmed=self.rearmed, ms=round(self.rearm_seconds * 1000))
         self._watchdog = asyncio.get_running_loop().create_task(self._watch_silent_feeds())
@@ -147,34 +152,18 @@ class StopLossEvaluator:
                     exits=decode_exits(spec["exit_rules"].get("exits")),
                 )
             )
-        self.book.arm(positions, release=release)
-        # SL-1 written at once: for a new position, and for one whose stop the agent reset.
-        fresh = [p.position_id for p in positions if p.peak is None and p.stop_pct is None]
-        reset = [spec["position_id"] for spec in specs if spec.get("peak") is not None]
-        self._persist_initial_stops(fresh + reset)
-
-    def _persist_initial_stops(self, position_ids: list[str]) -> None:
-        """Store the book's current stop of these positions now (not at the next change)."""
-        now = time.time()
-        updates = []
-        for pid in position_ids:
-            state = self.book.state(pid)
-            if state is not None and state.peak is not None and state.stop_pct is not None:
-                updates.append(
-                    StopUpdate(pid, state.agent_id, state.host, state.token, state.peak,
-                               state.stop_pct, now)
-                )  # fmt: skip
-        if updates:
-            self._queue_stop_updates(updates)
+        # Written with the next flush: a new position's SL-1 stop (the book marks it),
+        # and one whose stop the agent reset.
+        reset = {spec["position_id"]: math.nan for spec in specs if spec.get("peak") is not None}
+        self.book.arm(positions, release=release, persist=reset)
+        self._schedule_stop_writes()
 
     async def settle(self, outcomes: list[tuple[str, bool]]) -> list[bool]:
         """(position_id, closed): closed → disarm; not closed → release to fire again."""
         closed = [pid for pid, done in outcomes if done]
         released = [pid for pid, done in outcomes if not done]
         if closed:
-            self.book.disarm(closed)
-            for pid in closed:
-                self._stops.pop(pid, None)
+            self.book.disarm(closed)  # a pending stop write goes with the position
         if released:
             self.book.release(released)
         ARMED_POSITIONS.set(self.book.armed_count())
@@ -192,8 +181,8 @@ class StopLossEvaluator:
             self._received[token] = received
         self.ticks_seen += len(ticks)
         self.batches += 1
-        if result.updates:
-            self._queue_stop_updates(result.updates)
+        if result.stop_writes:
+            self._schedule_stop_writes()
         if result.triggers:
             self.triggers += len(result.triggers)
             self._dispatch(result.triggers, received)
@@ -249,25 +238,31 @@ class StopLossEvaluator:
             await asyncio.gather(*pending, return_exceptions=True)
         return waited
 
-    def _queue_stop_updates(self, updates: list[StopUpdate]) -> None:
-        for u in updates:
-            self._stops[u.position_id] = (u.peak, u.stop_pct, u.ts)
-        if self._stops_task is None or self._stops_task.done():
+    def _schedule_stop_writes(self) -> None:
+        if self.book.has_stop_writes() and (self._stops_task is None or self._stops_task.done()):
             self._stops_task = asyncio.get_running_loop().create_task(self._flush_stops())
 
     async def _flush_stops(self) -> None:
-        while self._stops:
+        while self.book.has_stop_writes():
             await asyncio.sleep(_STOPS_FLUSH_S)
-            batch, self._stops = self._stops, {}
+            writes = self.book.take_stop_writes(time.time())
             try:
-                await self.pool.executemany(
-                    _UPSERT_STOP, [(pid, p, s, ts) for pid, (p, s, ts) in batch.items()]
-                )
+                await self._write_stops(writes)
             except Exception as exc:  # keep the newest values and retry on the next round
-                self.log.warning("stop_persist_failed", error=str(exc), pending=len(batch))
-                for pid, value in batch.items():
-                    self._stops.setdefault(pid, value)
+                self.log.warning("stop_persist_failed", error=str(exc), pending=len(writes))
+                self.book.mark_for_write(writes.position_ids, writes.ts)
                 await asyncio.sleep(1.0)
+
+    async def _write_stops(self, writes: StopWrites) -> None:
+        for i in range(0, len(writes), _STOPS_CHUNK):
+            end = i + _STOPS_CHUNK
+            await self.pool.execute(
+                _UPSERT_STOPS,
+                writes.position_ids[i:end],
+                writes.peaks[i:end],
+                writes.stop_pcts[i:end],
+                writes.ts[i:end],
+            )
 
     # -- silent feeds -----
 
@@ -353,10 +348,6 @@ class StopLossEvaluator:
         return collect_families()
 
     async def shutdown(self) -> dict[str, Any]:
-        while self._stops:
-            batch, self._stops = self._stops, {}
-            await self.pool.executemany(
-                _UPSERT_STOP, [(pid, p, s, ts) for pid, (p, s, ts) in batch.items()]
-            )
+        await self._write_stops(self.book.take_stop_writes(time.time()))
         await self.pool.close()
         return {"armed": self.book.armed_count()}

@@ -87,9 +87,10 @@ every update, since then ``s = max(target, previous)``; a freshly armed
    The tolerances are ≥ 1000× the error bounds, so a certain decision is the
    scalar rules' decision; the kernel can only err towards "uncertain".
 3. Uncertain slots get the scalar rules with the one inexact step done
-   exactly: the decimal SL-2 change per slot (:func:`peak_change_percents`
-   parses the tick price once), then exact targets — fixed and zones are the
-   same single, correctly rounded IEEE operations in numpy as in Python,
+   exactly: the decimal SL-2 change per slot (:func:`peak_change_percents_of`
+   parses the tick price once; each slot keeps its purchase price's decimal),
+   then exact targets — fixed and zones are the same single, correctly
+   rounded IEEE operations in numpy as in Python,
    exponential runs the scalar rule (``math.exp``) per element — and the
    ratchet, write and trigger vectorised with the scalar rules' operations.
    Slots whose stored state has a ``None`` run :func:`evaluate_stop` itself.
@@ -161,7 +162,7 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final, NamedTuple
 
@@ -175,10 +176,11 @@ from valux.rules.stop_loss import (
     ZONE_BOUNDS,
     ZONE_TOP_KEEP,
     StopLossParams,
+    decimal_operand,
     evaluate_stop,
     initial_stop,
     peak_change_percent,
-    peak_change_percents,
+    peak_change_percents_of,
     target_percentage,
 )
 
@@ -190,6 +192,7 @@ __all__ = [
     "ExitParams",
     "ExitTrigger",
     "StopUpdate",
+    "StopWrites",
     "exit_reason",
 ]
 
@@ -314,10 +317,28 @@ class ArmedPosition:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{self.position_id}: {name} must be finite or None")
-        if not math.isfinite(self.stop.default_percentage) or not all(
-            math.isfinite(c) and math.isfinite(s) for c, s in self.stop.trailing_levels
-        ):
+        if not _finite_params(self.stop):
             raise ValueError(f"{self.position_id}: stop-loss parameters must be finite")
+
+
+# Params objects already checked finite, by identity (the object is kept alive so its
+# id is not reused). Agents share one params object per config, and a custom ladder can
+# have thousands of levels: checking them on every arm would dominate arming.
+_CHECKED_PARAMS: dict[int, StopLossParams] = {}
+_CHECKED_LIMIT: Final = 4096
+
+
+def _finite_params(params: StopLossParams) -> bool:
+    if _CHECKED_PARAMS.get(id(params)) is params:
+        return True
+    ok = math.isfinite(params.default_percentage) and all(
+        math.isfinite(c) and math.isfinite(s) for c, s in params.trailing_levels
+    )
+    if ok:
+        if len(_CHECKED_PARAMS) >= _CHECKED_LIMIT:
+            _CHECKED_PARAMS.clear()
+        _CHECKED_PARAMS[id(params)] = params
+    return ok
 
 
 class ExitTrigger(NamedTuple):
@@ -361,12 +382,29 @@ class StopUpdate(NamedTuple):
 
 
 @dataclass(slots=True)
+class StopWrites:
+    """SL-12 state to store, column-wise (:meth:`ArmedBook.take_stop_writes`)."""
+
+    position_ids: list[str]
+    peaks: list[float]
+    stop_pcts: list[float]
+    ts: list[float]
+
+    def __len__(self) -> int:
+        return len(self.position_ids)
+
+    def rows(self) -> list[tuple[str, float, float, float]]:
+        return list(zip(self.position_ids, self.peaks, self.stop_pcts, self.ts, strict=True))
+
+
+@dataclass(slots=True)
 class BatchResult:
     """What one tick batch produced.
 
     ``evaluated`` counts (live position, tick) evaluations; ``fallbacks`` how
     many of them ran the scalar rules; ``rejected`` the ticks ignored as
-    invalid.
+    invalid; ``stop_writes`` the SL-12 writes decided (one per entry of
+    ``updates``, which is only filled by a book built with ``record_updates``).
     """
 
     triggers: list[ExitTrigger] = field(default_factory=list)
@@ -374,6 +412,7 @@ class BatchResult:
     evaluated: int = 0
     fallbacks: int = 0
     rejected: int = 0
+    stop_writes: int = 0
 
 
 # NamedTuple's generated ``__new__`` is a Python function; building the tuple
@@ -416,6 +455,7 @@ class _ParamTable:
         self.mode: I8 = np.zeros(8, dtype=np.int8)
         self.lvl_change: F64 = np.full((8, 1), _INF)
         self.lvl_stop: F64 = np.zeros((8, 1))
+        self._flat: tuple[NDArray[np.complex128], F64, F64, IDX] | None = None
 
     def params(self, pid: int) -> StopLossParams:
         p = self._params[pid]
@@ -458,6 +498,7 @@ class _ParamTable:
             self._grow_cols(len(levels))
         self._params[pid] = params
         self._ids[params] = pid
+        self._flat = None
         self.default[pid] = params.default_percentage
         self.mode[pid] = _MODE_CODES.get(params.mode, _DEFAULT_ONLY)
         order = sorted(range(len(levels)), key=lambda i: (levels[i][0], -i))
@@ -467,6 +508,55 @@ class _ParamTable:
             self.lvl_change[pid, col] = levels[i][0]
             self.lvl_stop[pid, col] = levels[i][1]
         return pid
+
+    def _custom_targets(self, j: IDX, pj: I32, cj: F64, tol: F64, target: F64, near: B) -> None:
+        """SL-9 for the custom-mode entries ``j`` of :meth:`targets`, in O(log levels) each.
+
+        Every custom ladder lives in one flat array of ``pid + change·i`` keys,
+        ascending (numpy orders complex numbers by real, then imaginary part), so
+        one ``searchsorted`` finds, per entry, how many levels of its own ladder
+        have a change ≤ ``c``: the last of them is the reference's choice, and the
+        two levels either side of ``c`` are the only candidates for ``near``."""
+        keys, changes, stops, start = self._flat_levels()
+        if keys.size == 0:
+            return  # no custom ladder has a level: every target is the default
+        valid = ~np.isnan(cj)
+        probe = np.empty(cj.shape[0], dtype=np.complex128)
+        probe.real = pj
+        probe.imag = np.where(valid, cj, -_INF)
+        hi = np.searchsorted(keys, probe, side="right")
+        has_below = hi > start[pj]
+        has_above = hi < start[pj + 1]
+        below = np.maximum(hi - 1, 0)
+        above = np.minimum(hi, keys.shape[0] - 1)
+        near[j] |= (has_below & (np.abs(changes[below] - cj) <= tol)) | (
+            has_above & (np.abs(changes[above] - cj) <= tol)
+        )
+        current = target[j]
+        stop = stops[below]
+        chosen = np.where(stop > 0, stop, current)  # SL-5.4 for a level's stop
+        target[j] = np.where(has_below & (cj >= 0), chosen, current)
+
+    def _flat_levels(self) -> tuple[NDArray[np.complex128], F64, F64, IDX]:
+        """``(keys, changes, stops, start)``: every custom ladder's levels, flat, in
+        params-id then ``(change, -input index)`` order; ladder ``pid`` is
+        ``start[pid]:start[pid + 1]``. Rebuilt after a params set is interned."""
+        if self._flat is None:
+            rows = self.default.shape[0]
+            counts = np.zeros(rows, dtype=np.intp)
+            for pid, params in enumerate(self._params):
+                if params is not None and self.mode[pid] == _CUSTOM:
+                    counts[pid] = len(params.trailing_levels)
+            start = np.zeros(rows + 1, dtype=np.intp)
+            np.cumsum(counts, out=start[1:])
+            mask = np.arange(self.lvl_change.shape[1]) < counts[:, None]
+            changes = self.lvl_change[mask]  # row-major: pid order, sorted within a row
+            stops = self.lvl_stop[mask]
+            keys = np.empty(changes.shape[0], dtype=np.complex128)
+            keys.real = np.repeat(np.arange(rows), counts)
+            keys.imag = changes
+            self._flat = (keys, changes, stops, start)
+        return self._flat
 
     def _grow_rows(self, rows: int) -> None:
         k = self.lvl_change.shape[1]
@@ -550,15 +640,7 @@ class _ParamTable:
 
         j = np.flatnonzero(mode == _CUSTOM)
         if j.size:
-            cj = c[j]
-            pj = pid[j]
-            lc = self.lvl_change[pj]
-            near[j] |= (np.abs(lc - cj[:, None]) <= tol_c[j][:, None]).any(axis=1)
-            count = (lc <= cj[:, None]).sum(axis=1)
-            stop = self.lvl_stop[pj, np.maximum(count - 1, 0)]
-            on = (count > 0) & (cj >= 0)
-            chosen = np.where(stop > 0, stop, target[j])  # SL-5.4 for a level's stop
-            target[j] = np.where(on, chosen, target[j])
+            self._custom_targets(j, pid[j], c[j], tol_c[j], target, near)
 
         near |= arith & (target <= tol_t)
         return target, arith, near
@@ -606,6 +688,12 @@ class _TokenBook:
         "x_up",
         "x_dn",
         "x_wait",
+        # SL-12 persistence: stored state not yet taken by the journaling side
+        "dirty",
+        "dirty_ts",
+        "id_col",
+        "qdec",
+        "qdec_ok",
     )
 
     def __init__(self, token: str, capacity: int = 16) -> None:
@@ -639,7 +727,11 @@ class _TokenBook:
         self.x_up: F64 = np.empty(capacity)
         self.x_dn: F64 = np.empty(capacity)
         self.x_wait: F64 = np.empty(capacity)
-        self.ids: list[str] = []
+        self.dirty: B = np.empty(capacity, dtype=np.bool_)  # peak/pct changed, not yet taken
+        self.dirty_ts: F64 = np.empty(capacity)  # the tick time of that change
+        self.id_col: NDArray[np.object_] = np.empty(capacity, dtype=object)  # position ids
+        self.qdec: NDArray[np.object_] = np.empty(capacity, dtype=object)  # SL-2 seeds
+        self.qdec_ok: B = np.empty(capacity, dtype=np.bool_)  # qdec filled in
         self.meta: list[ArmedPosition] = []
         self.slot_of: dict[str, int] = {}
         self.min_hi = -_INF
@@ -669,11 +761,10 @@ class _TokenBook:
             for name in self._COLUMNS:
                 col: NDArray[Any] = getattr(self, name)
                 col[slot] = col[last]
-            moved = self.ids[last]
-            self.ids[slot] = moved
             self.meta[slot] = self.meta[last]
-            self.slot_of[moved] = slot
-        self.ids.pop()
+            self.slot_of[self.id_col[slot]] = slot
+        self.id_col[last] = None
+        self.qdec[last] = None
         self.meta.pop()
         self.n = last
         self.bounds_stale = True
@@ -694,6 +785,15 @@ class _TokenBook:
             self.x_dn[gone] = -_INF
             self.x_wait[gone] = _INF
             self.x_bounds_stale = True
+
+    def purchase_decimals(self, slots: IDX) -> list[Any]:
+        """The SL-2 decimal seeds of these slots' purchase prices, made on first use."""
+        todo = slots[~self.qdec_ok[slots]]
+        if todo.size:
+            self.qdec[todo] = [decimal_operand(q) for q in self.purchase[todo].tolist()]
+            self.qdec_ok[todo] = True
+        out: list[Any] = self.qdec[slots].tolist()
+        return out
 
     def slot_is_live(self, slot: int) -> bool:
         """:meth:`is_live` of one slot."""
@@ -772,8 +872,10 @@ class ArmedBook:
     book allocates forms reference cycles.
     """
 
-    def __init__(self, *, pause_gc: bool = True) -> None:
+    def __init__(self, *, pause_gc: bool = True, record_updates: bool = True) -> None:
         self._pause_gc = pause_gc
+        self._record = record_updates
+        self._dirty = False
         self._books: dict[str, _TokenBook] = {}
         self._token_of: dict[str, str] = {}
         self._params = _ParamTable()
@@ -825,32 +927,102 @@ class ArmedBook:
             stop_pct=None if math.isnan(pct) else pct,
         )
 
+    # -- persistence ------------------------------------------------------------
+
+    def _stored(
+        self, tb: _TokenBook, slots: IDX, peaks: F64, pcts: F64, ts: float, out: BatchResult
+    ) -> None:
+        """SL-12 writes decided vectorised: mark them for :meth:`take_stop_writes` and,
+        when recording, emit one :class:`StopUpdate` each."""
+        tb.dirty[slots] = True
+        tb.dirty_ts[slots] = ts
+        out.stop_writes += int(slots.size)
+        self._dirty = True
+        if self._record:
+            _emit_updates(tb, slots, peaks, pcts, ts, out.updates)
+
+    def has_stop_writes(self) -> bool:
+        """Whether some position may be marked for :meth:`take_stop_writes`."""
+        return self._dirty
+
+    def take_stop_writes(self, now: float) -> StopWrites:
+        """The stored peak/percentage of every position marked since the last take
+        (coalesced: the current values, with the time of the last change; NaN times,
+        from :meth:`arm`, become ``now``), and clear the marks. Positions disarmed
+        in between are gone with their marks."""
+        out = StopWrites([], [], [], [])
+        if not self._dirty:
+            return out
+        for tb in self._books.values():
+            slots = np.flatnonzero(tb.dirty[: tb.n])
+            if not slots.size:
+                continue
+            tb.dirty[slots] = False
+            ts = tb.dirty_ts[slots]
+            out.position_ids.extend(tb.id_col[slots].tolist())
+            out.peaks.extend(tb.peak[slots].tolist())
+            out.stop_pcts.extend(tb.pct[slots].tolist())
+            out.ts.extend(np.where(np.isnan(ts), now, ts).tolist())
+        self._dirty = False
+        return out
+
+    def mark_for_write(self, position_ids: Iterable[str], ts: Iterable[float]) -> None:
+        """Mark these positions again (a write of them failed); a position marked since
+        keeps its newer mark, one no longer armed is skipped."""
+        for position_id, at in zip(position_ids, ts, strict=True):
+            token = self._token_of.get(position_id)
+            if token is None:
+                continue
+            tb = self._books[token]
+            slot = tb.slot_of[position_id]
+            if not tb.dirty[slot]:
+                tb.dirty[slot] = True
+                tb.dirty_ts[slot] = at
+                self._dirty = True
+
     # -- arming -----------------------------------------------------------------
 
-    def arm(self, positions: Iterable[ArmedPosition], *, release: bool = False) -> None:
+    def arm(
+        self,
+        positions: Iterable[ArmedPosition],
+        *,
+        release: bool = False,
+        persist: Mapping[str, float] | None = None,
+    ) -> None:
         """Arm (or re-arm, replacing) positions; the last of duplicate ids wins.
 
         A re-arm keeps an exiting position exiting unless ``release``: the agent
         re-arms with fresh parameters after acting on a trigger and releases in
         the same call.
+
+        Persistence (:meth:`take_stop_writes`): a fresh position (SL-1 applied
+        here) is marked for writing, as is every id in ``persist`` (id → the
+        time to store with it, NaN: the time of the take), and a re-armed
+        position keeps a pending mark of the state it replaces.
         """
         latest: dict[str, ArmedPosition] = {}
         for pos in positions:
             latest.pop(pos.position_id, None)
             latest[pos.position_id] = pos
+        marks = dict(persist) if persist else {}
         by_token: dict[str, list[tuple[ArmedPosition, bool]]] = {}
         for pos in latest.values():
             exiting = False
             old_token = self._token_of.get(pos.position_id)
             if old_token is not None:
                 old = self._books[old_token]
-                exiting = bool(old.exiting[old.slot_of[pos.position_id]]) and not release
+                slot = old.slot_of[pos.position_id]
+                exiting = bool(old.exiting[slot]) and not release
+                if old.dirty[slot]:
+                    marks.setdefault(pos.position_id, float(old.dirty_ts[slot]))
                 self._remove(pos.position_id)
             by_token.setdefault(pos.token, []).append((pos, exiting))
         for token, items in by_token.items():
-            self._append(token, items)
+            self._append(token, items, marks)
 
-    def _append(self, token: str, items: list[tuple[ArmedPosition, bool]]) -> None:
+    def _append(
+        self, token: str, items: list[tuple[ArmedPosition, bool]], marks: dict[str, float]
+    ) -> None:
         tb = self._books.get(token)
         if tb is None:
             tb = self._books[token] = _TokenBook(token)
@@ -866,13 +1038,19 @@ class ArmedBook:
         exiting: list[bool] = []
         has_exit: list[bool] = []
         exit_rows: list[tuple[float, ...]] = []
+        ids: list[str] = []
+        dirty: list[bool] = []
+        dirty_ts: list[float] = []
         acquire = self._params.acquire
         for pos, ex in items:
             params = pos.stop
             q = pos.purchase_price
             p, s = pos.peak, pos.stop_pct
+            mark = marks.get(pos.position_id)
             if p is None and s is None:
                 s, p = initial_stop(q, params)  # SL-1
+                if mark is None:
+                    mark = nan
             purchase.append(q)
             peak.append(nan if p is None else p)
             pct.append(nan if s is None else s)
@@ -901,9 +1079,11 @@ class ArmedBook:
             else:
                 has_exit.append(False)
                 exit_rows.append(_NO_EXITS)
-            tb.slot_of[pos.position_id] = len(tb.ids)  # ids are slot-aligned
-            tb.ids.append(pos.position_id)
+            tb.slot_of[pos.position_id] = len(tb.meta)  # meta is slot-aligned
             tb.meta.append(pos)
+            ids.append(pos.position_id)
+            dirty.append(mark is not None and p is not None and s is not None)
+            dirty_ts.append(nan if mark is None else mark)
             self._token_of[pos.position_id] = token
         sl = slice(start, start + k)
         tb.purchase[sl] = purchase
@@ -913,6 +1093,12 @@ class ArmedBook:
         tb.state[sl] = state
         tb.exiting[sl] = exiting
         tb.has_exit[sl] = has_exit
+        tb.id_col[sl] = ids
+        tb.qdec_ok[sl] = False
+        tb.dirty[sl] = dirty
+        tb.dirty_ts[sl] = dirty_ts
+        if any(dirty):
+            self._dirty = True
         cols = np.array(exit_rows, dtype=np.float64).reshape(k, 7)
         tb.tp_lo[sl] = cols[:, 0]
         tb.tp_hi[sl] = cols[:, 1]
@@ -1174,7 +1360,7 @@ class ArmedBook:
             tb.stop_px[slots] = tb.purchase[slots] * (1 + w_pct / 100)  # SL-11, as scalar
             tb.state[slots] = _SETTLED
             changed.append(slots)
-            _emit_updates(tb, slots, w_peak, w_pct, ts, out.updates)
+            self._stored(tb, slots, w_peak, w_pct, ts, out)
         # A pending slot evaluated at its own stored peak with nothing to write: R0 holds.
         settle = hi[vector & ~updated & (st == _PENDING) & (price <= p0)]
         if settle.size:
@@ -1209,13 +1395,18 @@ class ArmedBook:
         rises = peak > p0  # the evaluation's peak is the tick price
         c = np.empty(slots.shape[0])
         if rises.any():
-            c[rises] = peak_change_percents(q[rises].tolist(), price)
+            c[rises] = peak_change_percents_of(tb.purchase_decimals(slots[rises]), price)
         if not rises.all():
-            keep = ~rises
-            c[keep] = [
-                peak_change_percent(a, b)
-                for a, b in zip(q[keep].tolist(), p0[keep].tolist(), strict=True)
-            ]
+            # At its own purchase price (a fresh position's SL-1 peak) the decimal
+            # change is exactly 0: (K − K) / K × 100.
+            at_entry = ~rises & (p0 == q)
+            c[at_entry] = 0.0
+            keep = ~rises & ~at_entry
+            if keep.any():
+                c[keep] = [
+                    peak_change_percent(a, b)
+                    for a, b in zip(q[keep].tolist(), p0[keep].tolist(), strict=True)
+                ]
         with np.errstate(all="ignore"):
             ok = np.isfinite(c)  # SL-3: otherwise no trigger, nothing written
             target = self._params.exact_targets(tb.pid[slots], c)
@@ -1233,7 +1424,7 @@ class ArmedBook:
             tb.stop_px[w] = stop[updated]
             tb.state[w] = _SETTLED
             changed.append(w)
-            _emit_updates(tb, w, w_peak, w_pct, ts, out.updates)
+            self._stored(tb, w, w_peak, w_pct, ts, out)
         settle = slots[ok & ~updated & (tb.state[slots] == _PENDING) & ~rises]
         if settle.size:
             tb.state[settle] = _SETTLED  # evaluated at its own stored peak: R0 holds
@@ -1250,7 +1441,7 @@ class ArmedBook:
         out.fallbacks += int(slots.size)
         params_of = self._params.params
         token = tb.token
-        updates = out.updates
+        updates = out.updates if self._record else None
         triggers = out.triggers
         upd_slots: list[int] = []
         upd_peak: list[float] = []
@@ -1282,9 +1473,10 @@ class ArmedBook:
                 upd_peak.append(peak)
                 upd_pct.append(pct)
                 upd_px.append(px)
-                updates.append(
-                    StopUpdate(meta.position_id, meta.agent_id, meta.host, token, peak, pct, ts)
-                )
+                if updates is not None:
+                    updates.append(
+                        StopUpdate(meta.position_id, meta.agent_id, meta.host, token, peak, pct, ts)
+                    )
             elif st == _PENDING and not price > p0:
                 settled.append(slot)  # evaluated at its own stored peak: R0 holds
             if d.triggered:
@@ -1309,6 +1501,10 @@ class ArmedBook:
             tb.pct[idx] = upd_pct
             tb.stop_px[idx] = upd_px
             tb.state[idx] = _SETTLED
+            tb.dirty[idx] = True
+            tb.dirty_ts[idx] = ts
+            out.stop_writes += len(upd_slots)
+            self._dirty = True
         if settled:
             tb.state[np.array(settled, dtype=np.intp)] = _SETTLED
         if fired:

@@ -42,10 +42,12 @@ __all__ = [
     "ZONE_BOUNDS",
     "StopDecision",
     "StopLossParams",
+    "decimal_operand",
     "evaluate_stop",
     "initial_stop",
     "peak_change_percent",
     "peak_change_percents",
+    "peak_change_percents_of",
     "stop_price",
     "target_percentage",
 ]
@@ -151,13 +153,22 @@ def peak_change_percents(purchase_prices: Iterable[float], peak: float) -> list[
     is parsed once. Used by the evaluator when many positions' peaks rise to
     the same tick price.
     """
+    return peak_change_percents_of([decimal_operand(q) for q in purchase_prices], peak)
+
+
+def decimal_operand(value: float) -> Decimal:
+    """A double as SL-2 seeds it: the decimal of its shortest round-trip string."""
+    return Decimal(repr(value))
+
+
+def peak_change_percents_of(purchase_decimals: Iterable[Decimal], peak: float) -> list[float]:
+    """:func:`peak_change_percents` with the purchase prices already seeded by
+    :func:`decimal_operand` (the evaluator keeps them per position: a purchase
+    price never changes, and seeding is half the cost)."""
     k = Decimal(repr(peak))
     sub, div, mul = _DECIMAL.subtract, _DECIMAL.divide, _DECIMAL.multiply
-    out: list[float] = []
-    for purchase_price in purchase_prices:
-        q = Decimal(repr(purchase_price))
-        out.append(float(mul(div(sub(k, q), q), _HUNDRED)))
-    return out
+    hundred = _HUNDRED
+    return [float(mul(div(sub(k, q), q), hundred)) for q in purchase_decimals]
 
 
 def _fixed(change: float, default: float) -> float:
