@@ -55,7 +55,7 @@ async def run(
     *,
     events: int,
     committers: int,
-    window_ms: float = 1.0,
+    window_ms: float = 0.0,
     pool_size: int = 4,
 ) -> None:
     per = max(1, events // committers)

@@ -225,7 +225,7 @@ class JournalSettings(_Section):
 
     snapshot_every_events: int = Field(default=100, ge=1)
     snapshot_every_s: PositiveFloat = 60.0
-    group_commit_window_ms: float = Field(default=1.0, ge=0)
+    group_commit_window_ms: float = Field(default=0.0, ge=0)
 
 
 # ------------------------------------------------------------------ supervision
