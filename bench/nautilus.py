@@ -16,8 +16,12 @@ open. Each position is protected by a 5 % trailing stop.
   basis points, ``BID_ASK`` trigger, reduce-only on the position. Timed:
   ``engine.run()``.
 - **valux**: :class:`~valux.evaluation.book.ArmedBook` (the StopLossEvaluator's
-  book), one ``on_ticks`` call per tick, triggered positions disarmed and the
-  slot re-armed at the trigger tick's price. Timed: the whole loop.
+  book, built as the actor builds it), one ``on_ticks`` call per tick,
+  triggered positions disarmed and the slot re-armed at the trigger tick's
+  price. Timed: the whole loop.
+
+NautilusTrader runs in a spawned child process (timed inside it), valux in
+this one; both in the same run on the same machine.
 
 valux's stop rules cannot express a pure 5 % trail. A stop is a percentage of
 the *purchase* price; custom mode maps the peak gain ``c`` (%) to the stop of
@@ -37,9 +41,12 @@ position of the slot already diverged (its re-entry tick differs).
 
 from __future__ import annotations
 
+import asyncio
 import math
+import multiprocessing
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -283,10 +290,17 @@ async def run(
     caps = nautilus_max_ticks or {}
     prices = random_walk(ticks, seed)
     result.details["per_k"] = {}
+    # NautilusTrader runs in a child process of its own: importing it installs uvloop's
+    # event-loop policy (which breaks asyncio subprocesses in this one) and its engine
+    # keeps memory that would count against the later benchmarks' RSS.
+    spawn = multiprocessing.get_context("spawn")
     for k in ks:
         valux = run_valux(prices, k, stride)
         horizon = min(ticks, caps.get(str(k), ticks))
-        nautilus = run_nautilus(prices[:horizon], k, stride)
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            nautilus = await asyncio.get_running_loop().run_in_executor(
+                pool, run_nautilus, prices[:horizon], k, stride
+            )
         cmp = compare(valux, nautilus, prices, horizon)
         ratio = valux.rate / nautilus.rate
         targets = {100: 10.0, 1000: 100.0}

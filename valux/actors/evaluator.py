@@ -171,8 +171,12 @@ class StopLossEvaluator:
 
     # -- ticks -----
 
-    async def on_ticks(self, ticks: list[tuple[str, float, float]]) -> dict[str, int]:
-        """Evaluate a tick batch; dispatch exits; never waits for the exits to finish."""
+    async def on_ticks(
+        self, ticks: list[tuple[str, float, float]], entered_at: float | None = None
+    ) -> dict[str, int]:
+        """Evaluate a tick batch; dispatch exits; never waits for the exits to finish.
+        ``entered_at``: when the batch entered its feed (wall clock), carried by the
+        exits as ``detected_at`` for tick → exit latency; this call's arrival if None."""
         received = time.time()
         started = time.perf_counter()
         result = self.book.on_ticks(ticks)
@@ -185,7 +189,7 @@ class StopLossEvaluator:
             self._schedule_stop_writes()
         if result.triggers:
             self.triggers += len(result.triggers)
-            self._dispatch(result.triggers, received)
+            self._dispatch(result.triggers, received if entered_at is None else entered_at)
         return {"evaluated": result.evaluated, "triggers": len(result.triggers)}
 
     def _dispatch(self, triggers: list[ExitTrigger], received: float) -> None:

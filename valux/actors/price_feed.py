@@ -101,13 +101,17 @@ class PriceFeed:
         """Manual source: route a batch now (returns after the evaluators have it)."""
         if self._manual is None:
             raise ValueError(f"feed {self.source} does not accept pushed ticks")
+        entered = time.time()
         self._manual.push(ticks)
-        await self._route(self._manual.drain())
+        await self._route(self._manual.drain(), entered)
         return len(ticks)
 
     # -- routing -----
 
-    async def _route(self, batch: list[Tick]) -> None:
+    async def _route(self, batch: list[Tick], entered: float | None = None) -> None:
+        """Send a batch to its evaluators; ``entered``: when it entered this feed (the
+        start of tick → exit latency; now, by default)."""
+        entered = time.time() if entered is None else entered
         if not batch:
             return
         by_shard: dict[int, list[tuple[str, float, float]]] = defaultdict(list)
@@ -116,7 +120,10 @@ class PriceFeed:
         ns = self.settings.ray.namespace
         handles = [await evaluator_handle(shard, ns) for shard in by_shard]
         await asyncio.gather(
-            *(h.on_ticks.remote(ticks) for h, ticks in zip(handles, by_shard.values(), strict=True))
+            *(
+                h.on_ticks.remote(ticks, entered)
+                for h, ticks in zip(handles, by_shard.values(), strict=True)
+            )
         )
         now = time.time()
         for tick in batch:

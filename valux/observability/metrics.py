@@ -28,7 +28,7 @@ SIGNAL_TO_FILL_SECONDS = Histogram(
 )
 TICK_TO_EXIT_SECONDS = Histogram(
     "valux_tick_to_exit_seconds",
-    "From a tick entering the evaluator to the exit's fill journaled",
+    "From a tick entering its feed to the exit's fill acknowledged to the evaluator",
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )

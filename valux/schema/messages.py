@@ -103,5 +103,5 @@ class ExitRequest:
     reason: str  # stop_loss | manual | ...
     price: float | None = None
     ts: float = 0.0
-    detected_at: float = 0.0  # perf-counter-free wall time, for tick->exit latency
+    detected_at: float = 0.0  # wall time the tick entered its feed, for tick->exit latency
     details: dict[str, Any] = field(default_factory=dict)

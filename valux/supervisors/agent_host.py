@@ -584,6 +584,7 @@ class AgentHost(Host[Agent]):
                             "reason": request.reason,
                             "price": request.price,
                             "ts": time.time(),
+                            "tick_entered_at": request.detected_at or None,
                         },
                     )
                 ],
