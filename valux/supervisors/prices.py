@@ -9,10 +9,15 @@ With ``market_time`` (``venue.paper.simulated_clock``, backtests) the lookup
 keeps no cache — wall time says nothing about how fresh a replayed price is, so
 every lookup asks the evaluator — and :meth:`PriceLookup.market_time` is the
 timestamp of the newest price it has seen: the clock of the venue's fills.
+
+Concurrent lookups of one token share one evaluator call (single flight): a
+signal fanned out to a thousand agents quotes the same token a thousand times
+at once, before any answer could fill the cache.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from valux.supervisors.handles import evaluator_handle
@@ -31,6 +36,7 @@ class PriceLookup:
         self._market = market_time
         self._newest: float | None = None  # ts of the newest price seen (market_time mode)
         self._cache: dict[str, tuple[float, float]] = {}  # token -> (price, wall time seen)
+        self._inflight: dict[str, asyncio.Future[tuple[float, float] | None]] = {}
 
     def market_time(self) -> float:
         """The timestamp of the newest price seen; wall time until one has been seen."""
@@ -50,8 +56,7 @@ class PriceLookup:
         cached = self._cache.get(token)
         if cached is not None and time.time() - cached[1] <= self._max_age_s:
             return cached[0]
-        evaluator = await evaluator_handle(shard_of(token, self._evaluators), self._namespace)
-        latest: tuple[float, float] | None = await evaluator.latest_price.remote(token)
+        latest = await self._latest(token)
         if latest is None:
             return None
         if self._market:
@@ -59,3 +64,24 @@ class PriceLookup:
         else:
             self._cache[token] = (latest[0], time.time())
         return latest[0]
+
+    async def _latest(self, token: str) -> tuple[float, float] | None:
+        """The evaluator's ``(price, ts)`` of ``token``; one call for concurrent askers."""
+        pending = self._inflight.get(token)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[tuple[float, float] | None]
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[token] = future
+        try:
+            evaluator = await evaluator_handle(shard_of(token, self._evaluators), self._namespace)
+            latest: tuple[float, float] | None = await evaluator.latest_price.remote(token)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        else:
+            future.set_result(latest)
+            return latest
+        finally:
+            del self._inflight[token]

@@ -1,0 +1,88 @@
+"""PriceLookup: cache, and one evaluator call for concurrent lookups of a token."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import valux.supervisors.prices as prices_module
+from valux.supervisors.prices import PriceLookup
+
+
+class _Evaluator:
+    """Stands in for an evaluator handle: ``latest_price.remote(token)`` is awaitable."""
+
+    def __init__(self, answer: tuple[float, float] | None, fail: bool = False) -> None:
+        self.calls: list[str] = []
+        self.answer = answer
+        self.fail = fail
+        self.release = asyncio.Event()
+        self.latest_price = self
+
+    def remote(self, token: str) -> Any:
+        self.calls.append(token)
+
+        async def reply() -> tuple[float, float] | None:
+            await self.release.wait()
+            if self.fail:
+                raise ConnectionError("evaluator down")
+            return self.answer
+
+        return reply()
+
+
+def _patch(monkeypatch: pytest.MonkeyPatch, evaluator: _Evaluator) -> None:
+    async def handle(shard: int, namespace: str) -> _Evaluator:
+        return evaluator
+
+    monkeypatch.setattr(prices_module, "evaluator_handle", handle)
+
+
+async def test_concurrent_lookups_share_one_evaluator_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    evaluator = _Evaluator((1.25, 100.0))
+    _patch(monkeypatch, evaluator)
+    lookup = PriceLookup(2, "ns")
+    waiting = [asyncio.ensure_future(lookup.price("SOL")) for _ in range(50)]
+    await asyncio.sleep(0)
+    evaluator.release.set()
+    assert await asyncio.gather(*waiting) == [1.25] * 50
+    assert evaluator.calls == ["SOL"]
+    assert await lookup.price("SOL") == 1.25  # cached now
+    assert evaluator.calls == ["SOL"]
+
+
+async def test_a_failed_call_fails_every_waiter_and_the_next_lookup_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    evaluator = _Evaluator((2.0, 1.0), fail=True)
+    _patch(monkeypatch, evaluator)
+    lookup = PriceLookup(1, "ns")
+    waiting = [asyncio.ensure_future(lookup.price("BONK")) for _ in range(3)]
+    await asyncio.sleep(0)
+    evaluator.release.set()
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert evaluator.calls == ["BONK"]
+    evaluator.fail = False
+    assert await lookup.price("BONK") == 2.0
+    assert evaluator.calls == ["BONK", "BONK"]
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_shared_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    evaluator = _Evaluator((3.0, 1.0))
+    _patch(monkeypatch, evaluator)
+    lookup = PriceLookup(1, "ns")
+    first = asyncio.ensure_future(lookup.price("WIF"))
+    second = asyncio.ensure_future(lookup.price("WIF"))
+    await asyncio.sleep(0)
+    second.cancel()
+    evaluator.release.set()
+    assert await first == 3.0
+    with pytest.raises(asyncio.CancelledError):
+        await second
