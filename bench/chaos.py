@@ -329,23 +329,15 @@ async def _check(
         1 for pid, r in positions.items() if r["status"] == "open" and pid not in actor_open
     )
 
-    duplicates = 0
-    trades = await pool.fetch("SELECT position_id, side, reason, base_amount FROM trades")
-    # One opening buy and one closing sale per position; take-profit sales and DCA buys
-    # are several per position by design, so for them: never more sold than bought.
-    per_decision = Counter(
-        (r["position_id"], r["side"]) for r in trades if r["reason"] not in ("take_profit", "dca")
-    )
-    duplicates += sum(n - 1 for n in per_decision.values() if n > 1)
-    net: dict[str, Decimal] = defaultdict(Decimal)
-    for r in trades:
-        net[r["position_id"]] += r["base_amount"] if r["side"] == "buy" else -r["base_amount"]
-    duplicates += sum(1 for amount in net.values() if amount < 0)
-    per_signal = Counter((r["agent_id"], r["signal_id"]) for r in positions.values())
-    duplicates += sum(n - 1 for n in per_signal.values() if n > 1)
-    booked = {r["intent_id"] for r in await pool.fetch("SELECT intent_id FROM trades")}
+    # Venue fills first, wallets' pending intents next, booked trades last: a sale still in
+    # flight when the checks start (the feed keeps ticking) is then either pending or
+    # booked, never counted as a fill the wallet did not book.
+    venue_fills = {
+        r["intent_id"]
+        for r in await pool.fetch("SELECT intent_id FROM paper_venue_orders WHERE state = 'filled'")
+    }
     pending: set[str] = set()
-    mismatches = 0
+    mismatch_views: list[dict[str, Any]] = []
     for slot in sorted(set(await _wallet_slots(pool))):
         host = await asyncio.to_thread(ray.get_actor, wallet_host_name(slot), namespace=ns)
         ids = [
@@ -353,12 +345,35 @@ async def _check(
         ]
         for view in await host.describe.remote(ids):
             pending.update(view["pending_intents"])
-            mismatches += await _wallet_mismatch(pool, view)
-    venue_fills = {
-        r["intent_id"]
-        for r in await pool.fetch("SELECT intent_id FROM paper_venue_orders WHERE state = 'filled'")
-    }
-    duplicates += len(venue_fills - booked - pending)
+            mismatch_views.append(view)
+    found: list[str] = []  # what each duplicate is, printed with the verdict
+    trades = await pool.fetch("SELECT position_id, side, reason, base_amount FROM trades")
+    # One opening buy and one closing sale per position; take-profit sales and DCA buys
+    # are several per position by design, so for them: never more sold than bought.
+    per_decision = Counter(
+        (r["position_id"], r["side"]) for r in trades if r["reason"] not in ("take_profit", "dca")
+    )
+    found += [f"{side} of {pid} filled {n}x" for (pid, side), n in per_decision.items() if n > 1]
+    net: dict[str, Decimal] = defaultdict(Decimal)
+    for r in trades:
+        net[r["position_id"]] += r["base_amount"] if r["side"] == "buy" else -r["base_amount"]
+    found += [f"{pid} sold {-amount} more than bought" for pid, amount in net.items() if amount < 0]
+    per_signal = Counter((r["agent_id"], r["signal_id"]) for r in positions.values())
+    found += [f"signal {sig} opened {n} positions for {agent}"
+              for (agent, sig), n in per_signal.items() if n > 1]  # fmt: skip
+    booked = {r["intent_id"] for r in await pool.fetch("SELECT intent_id FROM trades")}
+    found += [f"venue fill {i} neither booked nor pending" for i in venue_fills - booked - pending]
+    duplicates = (
+        sum(n - 1 for n in per_decision.values() if n > 1)
+        + sum(1 for amount in net.values() if amount < 0)
+        + sum(n - 1 for n in per_signal.values() if n > 1)
+        + len(venue_fills - booked - pending)
+    )
+    for line in found:
+        print(f"chaos: duplicate: {line}", flush=True)
+    mismatches = 0
+    for view in mismatch_views:
+        mismatches += await _wallet_mismatch(pool, view)
 
     armed: set[str] = set()
     latest: dict[str, float] = {}
