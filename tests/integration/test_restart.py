@@ -64,9 +64,12 @@ async def test_restart_restores_agents_balances_positions_and_rearms(
                     (out,) = (await api.post("/api/v1/signals", sig, 201))["outcomes"]
                     assert out["status"] == "bought", out
             await api.ticks([(tokens[0], 1.6)])  # peak +60 % → stop locks +50 %
-            await wait_for(
+            await wait_for(  # every stop stored, the ratchet included (not only SL-1)
                 lambda: api.get("/api/v1/positions?status=open&limit=1000"),
-                lambda ps: all(p["stop_pct"] is not None for p in ps),
+                lambda ps: (
+                    all(p["stop_pct"] is not None for p in ps)
+                    and all(p["stop_pct"] > 40 for p in ps if p["token"] == tokens[0])
+                ),
             )
             before = await _state(api, agent_ids)
         assert len(before["positions"]) == 6
