@@ -170,16 +170,8 @@ def measure(
     }
 
 
-def run(
-    positions: int,
-    batches: int,
-    ticks: int,
-    vol: float,
-    warmup: int,
-    seed: int,
-    all_rules: bool = False,
-) -> None:
-    m = measure(positions, batches, ticks, vol, warmup, seed, all_rules)
+def report(m: dict[str, Any], positions: int, ticks: int, all_rules: bool) -> None:
+    """Print one row of :func:`measure`'s result."""
     times = sorted(m["batch_ms"])
     scans = sorted(m["scan_ms"])
     n = len(times)
@@ -213,7 +205,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="arm take-profit, stale-trade and DCA detection on every position too",
     )
     args = parser.parse_args(argv)
-    run(args.positions, args.batches, args.ticks, args.vol, args.warmup, args.seed, args.all_rules)
+    m = measure(
+        args.positions, args.batches, args.ticks, args.vol, args.warmup, args.seed, args.all_rules
+    )
+    report(m, args.positions, args.ticks, args.all_rules)
 
 
 if __name__ == "__main__":

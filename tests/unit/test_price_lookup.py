@@ -33,19 +33,23 @@ class _Evaluator:
         return reply()
 
 
-def _patch(monkeypatch: pytest.MonkeyPatch, evaluator: _Evaluator) -> None:
+def _lookup(
+    monkeypatch: pytest.MonkeyPatch, answer: tuple[float, float], *, fail: bool = False
+) -> tuple[PriceLookup, _Evaluator]:
+    """A live-mode lookup whose evaluator handle is a :class:`_Evaluator`."""
+    evaluator = _Evaluator(answer, fail)
+
     async def handle(shard: int, namespace: str) -> _Evaluator:
         return evaluator
 
     monkeypatch.setattr(prices_module, "evaluator_handle", handle)
+    return PriceLookup(2, "ns"), evaluator
 
 
 async def test_concurrent_lookups_share_one_evaluator_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    evaluator = _Evaluator((1.25, 100.0))
-    _patch(monkeypatch, evaluator)
-    lookup = PriceLookup(2, "ns")
+    lookup, evaluator = _lookup(monkeypatch, (1.25, 100.0))
     waiting = [asyncio.ensure_future(lookup.price("SOL")) for _ in range(50)]
     await asyncio.sleep(0)
     evaluator.release.set()
@@ -58,9 +62,7 @@ async def test_concurrent_lookups_share_one_evaluator_call(
 async def test_a_failed_call_fails_every_waiter_and_the_next_lookup_retries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    evaluator = _Evaluator((2.0, 1.0), fail=True)
-    _patch(monkeypatch, evaluator)
-    lookup = PriceLookup(1, "ns")
+    lookup, evaluator = _lookup(monkeypatch, (2.0, 1.0), fail=True)
     waiting = [asyncio.ensure_future(lookup.price("BONK")) for _ in range(3)]
     await asyncio.sleep(0)
     evaluator.release.set()
@@ -75,9 +77,7 @@ async def test_a_failed_call_fails_every_waiter_and_the_next_lookup_retries(
 async def test_a_cancelled_waiter_does_not_cancel_the_shared_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    evaluator = _Evaluator((3.0, 1.0))
-    _patch(monkeypatch, evaluator)
-    lookup = PriceLookup(1, "ns")
+    lookup, evaluator = _lookup(monkeypatch, (3.0, 1.0))
     first = asyncio.ensure_future(lookup.price("WIF"))
     second = asyncio.ensure_future(lookup.price("WIF"))
     await asyncio.sleep(0)

@@ -46,7 +46,7 @@ Per token, positions live in slots of contiguous arrays (purchase, stored
 peak, stored pct, cached stop price, two *gates*, params id, state, exiting),
 grown by doubling, removed by swap-remove, with an id → slot dict. The
 stop-loss parameters are interned in a small :class:`_ParamTable` (default,
-mode code, custom levels as padded 2-D arrays), so a slot only carries an id.
+mode code, custom levels in one flat sorted index), so a slot only carries an id.
 
 For a settled position with stored peak ``P`` and stored percentage ``s`` we
 keep the invariant ``target(peak_change(P)) ≤ s`` ("R0"). It holds after
@@ -439,10 +439,11 @@ def _emit_updates(
 class _ParamTable:
     """Interned :class:`StopLossParams`, as arrays indexed by a params id.
 
-    Custom levels are sorted ascending by ``(change, -input index)`` and padded
-    with ``+inf`` changes, so the matching levels of a change are a prefix and
-    the last of them is the reference's choice (largest change, earliest on a
-    tie). Ids are reference-counted and reused.
+    Custom levels live in one flat index over every ladder (:meth:`_flat_levels`),
+    each ladder sorted ascending by ``(change, -input index)``, so the matching
+    levels of a change are a prefix and the last of them is the reference's
+    choice (largest change, earliest on a tie). Ids are reference-counted and
+    reused.
     """
 
     def __init__(self) -> None:
@@ -453,8 +454,6 @@ class _ParamTable:
         self._last: tuple[StopLossParams, int] | None = None
         self.default: F64 = np.zeros(8)
         self.mode: I8 = np.zeros(8, dtype=np.int8)
-        self.lvl_change: F64 = np.full((8, 1), _INF)
-        self.lvl_stop: F64 = np.zeros((8, 1))
         self._flat: tuple[NDArray[np.complex128], F64, F64, IDX] | None = None
 
     def params(self, pid: int) -> StopLossParams:
@@ -493,20 +492,11 @@ class _ParamTable:
             self._refs.append(0)
             if pid >= self.default.shape[0]:
                 self._grow_rows(2 * self.default.shape[0])
-        levels = params.trailing_levels
-        if len(levels) > self.lvl_change.shape[1]:
-            self._grow_cols(len(levels))
         self._params[pid] = params
         self._ids[params] = pid
         self._flat = None
         self.default[pid] = params.default_percentage
         self.mode[pid] = _MODE_CODES.get(params.mode, _DEFAULT_ONLY)
-        order = sorted(range(len(levels)), key=lambda i: (levels[i][0], -i))
-        self.lvl_change[pid, :] = _INF
-        self.lvl_stop[pid, :] = 0.0
-        for col, i in enumerate(order):
-            self.lvl_change[pid, col] = levels[i][0]
-            self.lvl_stop[pid, col] = levels[i][1]
         return pid
 
     def _custom_targets(self, j: IDX, pj: I32, cj: F64, tol: F64, target: F64, near: B) -> None:
@@ -543,33 +533,29 @@ class _ParamTable:
         ``start[pid]:start[pid + 1]``. Rebuilt after a params set is interned."""
         if self._flat is None:
             rows = self.default.shape[0]
-            counts = np.zeros(rows, dtype=np.intp)
+            start = np.zeros(rows + 1, dtype=np.intp)
+            ids: list[int] = []
+            levels: list[tuple[float, float]] = []
             for pid, params in enumerate(self._params):
                 if params is not None and self.mode[pid] == _CUSTOM:
-                    counts[pid] = len(params.trailing_levels)
-            start = np.zeros(rows + 1, dtype=np.intp)
-            np.cumsum(counts, out=start[1:])
-            mask = np.arange(self.lvl_change.shape[1]) < counts[:, None]
-            changes = self.lvl_change[mask]  # row-major: pid order, sorted within a row
-            stops = self.lvl_stop[mask]
+                    ladder = params.trailing_levels
+                    order = sorted(range(len(ladder)), key=lambda i: (ladder[i][0], -i))
+                    levels.extend(ladder[i] for i in order)
+                    ids.extend([pid] * len(ladder))
+                start[pid + 1] = len(levels)
+            np.maximum.accumulate(start, out=start)  # ids past the last ladder
+            table = np.array(levels, dtype=np.float64).reshape(-1, 2)
+            changes = np.ascontiguousarray(table[:, 0])
+            stops = np.ascontiguousarray(table[:, 1])
             keys = np.empty(changes.shape[0], dtype=np.complex128)
-            keys.real = np.repeat(np.arange(rows), counts)
+            keys.real = ids
             keys.imag = changes
             self._flat = (keys, changes, stops, start)
         return self._flat
 
     def _grow_rows(self, rows: int) -> None:
-        k = self.lvl_change.shape[1]
         self.default = np.concatenate([self.default, np.zeros(rows - self.default.shape[0])])
         self.mode = np.concatenate([self.mode, np.zeros(rows - self.mode.shape[0], np.int8)])
-        extra = rows - self.lvl_change.shape[0]
-        self.lvl_change = np.vstack([self.lvl_change, np.full((extra, k), _INF)])
-        self.lvl_stop = np.vstack([self.lvl_stop, np.zeros((extra, k))])
-
-    def _grow_cols(self, k: int) -> None:
-        rows, old = self.lvl_change.shape
-        self.lvl_change = np.hstack([self.lvl_change, np.full((rows, k - old), _INF)])
-        self.lvl_stop = np.hstack([self.lvl_stop, np.zeros((rows, k - old))])
 
     def exact_targets(self, pid: I32, c: F64) -> F64:
         """SL-4/SL-5 targets of *exact* (decimal, SL-2) changes ``c``, bit for bit.

@@ -36,7 +36,7 @@ class PriceLookup:
         self._market = market_time
         self._newest: float | None = None  # ts of the newest price seen (market_time mode)
         self._cache: dict[str, tuple[float, float]] = {}  # token -> (price, wall time seen)
-        self._inflight: dict[str, asyncio.Future[tuple[float, float] | None]] = {}
+        self._inflight: dict[str, asyncio.Task[tuple[float, float] | None]] = {}
 
     def market_time(self) -> float:
         """The timestamp of the newest price seen; wall time until one has been seen."""
@@ -66,22 +66,21 @@ class PriceLookup:
         return latest[0]
 
     async def _latest(self, token: str) -> tuple[float, float] | None:
-        """The evaluator's ``(price, ts)`` of ``token``; one call for concurrent askers."""
-        pending = self._inflight.get(token)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[tuple[float, float] | None]
-        future = asyncio.get_running_loop().create_future()
-        self._inflight[token] = future
-        try:
-            evaluator = await evaluator_handle(shard_of(token, self._evaluators), self._namespace)
-            latest: tuple[float, float] | None = await evaluator.latest_price.remote(token)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning without waiters
-            raise
-        else:
-            future.set_result(latest)
-            return latest
-        finally:
-            del self._inflight[token]
+        """The evaluator's ``(price, ts)`` of ``token``; one call for concurrent askers
+        (shielded: a cancelled asker does not cancel the others' call)."""
+        call = self._inflight.get(token)
+        if call is None:
+            call = asyncio.get_running_loop().create_task(self._ask_evaluator(token))
+            self._inflight[token] = call
+            call.add_done_callback(lambda done: self._settled(token, done))
+        return await asyncio.shield(call)
+
+    def _settled(self, token: str, call: asyncio.Task[tuple[float, float] | None]) -> None:
+        self._inflight.pop(token, None)
+        if not call.cancelled():
+            call.exception()  # retrieved here too: every asker may have gone away
+
+    async def _ask_evaluator(self, token: str) -> tuple[float, float] | None:
+        evaluator = await evaluator_handle(shard_of(token, self._evaluators), self._namespace)
+        latest: tuple[float, float] | None = await evaluator.latest_price.remote(token)
+        return latest
