@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import sys
@@ -65,17 +66,23 @@ def parse_wrk(output: str) -> dict[str, Any]:
             "errors": bad}  # fmt: skip
 
 
-async def _http_load(url: str, connections: int, duration: float) -> tuple[str, dict[str, Any]]:
+async def _http_load(
+    url: str, connections: int, duration: float, api_key: str
+) -> tuple[str, dict[str, Any]]:
     wrk = shutil.which("wrk")
     if wrk:
-        cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url]
+        cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
+               "-H", f"X-API-Key: {api_key}", url]  # fmt: skip
         tool = "wrk"
     else:
         cmd = [sys.executable, "-m", "bench.loadgen", "http", url,
                "--connections", str(connections), "--duration", str(duration)]  # fmt: skip
         tool = "bench.loadgen (aiohttp)"
     proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *cmd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "VALUX_API_KEY": api_key},
     )
     out, err = await proc.communicate()
     if proc.returncode != 0:
@@ -85,13 +92,14 @@ async def _http_load(url: str, connections: int, duration: float) -> tuple[str, 
 
 
 async def _ws_fanout(
-    env: BenchEnv, url: str, clients: int, rate: float, duration: float
+    env: BenchEnv, url: str, clients: int, rate: float, duration: float, api_key: str
 ) -> dict[str, Any]:
     tokens = [f"WS{i}{uuid.uuid4().hex[:5].upper()}" for i in range(3)]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.loadgen", "ws", url, "--clients", str(clients),
         "--tokens", ",".join(tokens),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "VALUX_API_KEY": api_key},
     )  # fmt: skip
     assert proc.stdin is not None and proc.stdout is not None
     try:
@@ -150,8 +158,8 @@ async def run(
             await system.request("POST", "/api/v1/signals", body, expect=201)
         url = f"{system.base}/api/v1/positions?agent={agent_id}"
         positions = await system.request("GET", f"/api/v1/positions?agent={agent_id}")
-        tool, http = await _http_load(url, connections, duration)
-        ws = await _ws_fanout(env, f"{system.base}/ws", clients, rate, duration)
+        tool, http = await _http_load(url, connections, duration, system.api_key)
+        ws = await _ws_fanout(env, f"{system.base}/ws", clients, rate, duration, system.api_key)
     result.add(Row(f"GET an agent's positions ({connections} connections, {tool})", "req/s",
                    value=float(http["rps"]), targets=[Target("value", ">=", 1500.0)]))  # fmt: skip
     result.add(Row("  GET latency under that load", "ms", stats=http["latency_ms"]))

@@ -32,7 +32,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from valux.evaluation.book import ArmedBook, ArmedPosition, ExitParams
+from valux.evaluation.book import ArmedBook
+from valux.rules.armed import ArmedPosition, ExitParams
 from valux.rules.stop_loss import StopLossParams
 
 TOKEN = "BENCH"

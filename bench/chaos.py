@@ -1,29 +1,46 @@
-"""Chaos test: SIGKILL valux's processes at random under load, then prove nothing was lost.
+"""Adversarial chaos: SIGKILL valux's processes, break its database link and make the venue
+unreliable, all at once under load; then prove, from sources written by different code,
+that nothing was lost, doubled or left unprotected.
 
-    python -m bench.chaos --minutes N [--agents 24] [--kill-every 4] [--seed 7]
+    python -m bench.chaos --minutes N [--agents 24] [--kill-every 3] [--seed 7]
+                          [--db-fault-every 45] [--venue-latency-ms 50]
+                          [--venue-failure-rate 0.05] [--venue-unknown-rate 0.1]
+                          [--venue jupiter [--chain-drop-rate 0.1]
+                                           [--chain-landing-delay 2]]
+
+``--venue jupiter`` (:mod:`bench.chaos_jupiter`): the agents are live agents on
+``valux sandbox`` (started by the run, a real SVM that drops and delays transactions),
+each with a wallet made, funded and unlocked through the API; pool prices follow a random
+walk; an operator loop unlocks every wallet a restart of its host left locked (keys are
+never kept in clear); the balances check compares the wallets' books with the chain.
 
 Runs valux on a real Ray instance (``RAY_ADDRESS`` if set, else a local one), real
 PostgreSQL (``DATABASE_URL`` as the admin connection; a fresh database is created and
 dropped) and Redis (``REDIS_URL``); embedded servers when those are unset. The API runs as
-its own process. Meanwhile a fast simulated feed moves prices, a steady stream of signals
-buys, tight trailing stops sell, and every ``--kill-every`` seconds one process is killed
-with SIGKILL: an agent host, a wallet host, an evaluator, a feed, a supervisor, the root
-supervisor or the API process. Each kill waits for its victim to come back (recovery time).
+its own process, the paper exchange as its own actor (it outlives an agent host and the
+wallets it runs, as a real exchange would) on a direct database connection; everything
+else reaches PostgreSQL through a proxy that this run breaks.
 
-At the end the load stops, the system must report ready, and the checks run against
-PostgreSQL and the actors:
+Faults, all on during the whole load phase:
 
-- lost        acknowledged buys whose position is missing from the journal-backed read
-              model or from the agent's state;
-- duplicates  decisions filled twice (two buys for one (signal, agent), two sells for one
-              position) or venue fills the wallet never booked;
-- mismatches  wallets whose balances (actor state and read model) differ from the starting
-              balance plus the journaled fills and fees, exactly in Decimal;
-- unarmed     open positions not armed at a live evaluator, or still open although the
-              latest price is at or below their stop.
+- **kills**: every ``--kill-every`` seconds (jittered), SIGKILL of a random agent host
+  (with its agents' wallets), evaluator, feed, supervisor, the root, the exchange (less
+  often) or the API process, sometimes two at once; the next kill does not wait for the
+  last victim to come back (overlapping kills). Recovery is timed in the background.
+- **database**: every ``--db-fault-every`` seconds (jittered), 2-8 s of either refused
+  connections or a blackhole (connections hang, no byte moves).
+- **venue**: latency, failure rate and unknown-outcome rate switched on.
+- **escalation** at its real settings: a process killed too often fails its supervisor's
+  budget, the root puts agents in REDUCING, and they come back after a quiet window.
+- **clients** behave as they should: a 503 is retried after ``Retry-After``, a lost
+  connection is retried with the same signal id; nothing is reconciled by the run itself.
 
-It prints a table and ends with ``chaos: lost=N duplicates=N mismatches=N unarmed=N``;
-the exit code is 1 if any is non-zero.
+Then the load and the faults stop; the run waits for readiness and checks open positions
+against their stops while prices still move; then sets the global state to HALTED (its
+fan-out latency is reported), waits until nothing is in flight and runs the checks of
+:mod:`bench.chaos_checks`. It prints every violation with its evidence, a table, and
+``chaos: lost=N duplicates=N custody=N balances=N pending=N unarmed=N http=N``; the exit
+code is 1 if any is non-zero or a victim never came back.
 """
 
 from __future__ import annotations
@@ -40,6 +57,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -49,23 +67,32 @@ import aiohttp
 import asyncpg
 import ray
 
+from bench import chaos_checks as checks
+from bench import chaos_jupiter as live
+from bench.netfault import FaultyProxy
 from valux.config.settings import Settings, load_settings
-from valux.ops.ports import free_port
-from valux.ops.scratch_db import admin_execute, with_database
-from valux.supervisors.naming import (
+from valux.hosting.naming import (
     ROOT,
     agent_host_name,
     evaluator_name,
+    exchange_name,
     feed_name,
     supervisor_name,
-    wallet_host_name,
 )
+from valux.ops.ports import free_port
+from valux.ops.scratch_db import admin_execute, with_database
+from valux.supervisors.root import GROUPS
 from valux.system.runtime import attach_or_start, prepare_database
 
-KINDS = ("agent-host", "wallet-host", "evaluator", "feed", "supervisor", "root", "api")
+#: Victim kinds and how often each is chosen (the exchange is the rare one: it is the
+#: venue, and a venue that restarts often is not what a trader meets).
+KINDS: dict[str, float] = {
+    "agent-host": 5, "evaluator": 2, "feed": 1, "supervisor": 1,
+    "root": 1, "api": 1.5, "exchange": 0.5,
+}  # fmt: skip
 START_BALANCE = Decimal(100)
 TOKENS = ("CHA", "CHB", "CHC", "CHD", "CHE", "CHF")
-
+GIVE_UP_AFTER_S = 90.0  # a client stops retrying a signal after this
 
 STOP_CONFIG: dict[str, Any] = {"stopLoss": {"defaultPercentage": -3, "mode": "fixed"}}
 #: Half the agents trade the whole rule set with tight thresholds, so take-profit sales,
@@ -92,16 +119,45 @@ RULES_CONFIG: dict[str, Any] = {
 
 
 @dataclass
+class Faults:
+    """How hard the run pushes."""
+
+    kill_every: float = 3.0
+    db_fault_every: float = 45.0
+    venue_latency_ms: float = 50.0
+    venue_failure_rate: float = 0.05
+    venue_unknown_rate: float = 0.1
+    venue: str = "paper"
+    """``paper``, or ``jupiter``: live agents on ``valux sandbox`` (bench.chaos_jupiter)."""
+    chain_drop_rate: float = 0.1
+    chain_landing_delay: int = 2
+
+
+@dataclass
 class Run:
     """Everything the chaos run observed."""
 
     acked: dict[tuple[str, str], str] = field(default_factory=dict)  # (agent, signal) -> pos
     signals_sent: int = 0
-    signals_acked: int = 0
-    signals_failed: int = 0
+    signals_decided: int = 0
+    signal_retries: int = 0
+    given_up: set[str] = field(default_factory=set)
+    last_answer: dict[str, str] = field(default_factory=dict)  # given-up signal -> last answer
+    statuses: Counter[int] = field(default_factory=Counter)
+    http_violations: list[str] = field(default_factory=list)
     kills: Counter[str] = field(default_factory=Counter)
+    overlapping_kills: int = 0
+    recovering: set[str] = field(default_factory=set)
     recoveries: list[tuple[str, float]] = field(default_factory=list)
     unrecovered: list[str] = field(default_factory=list)
+    db_faults: Counter[str] = field(default_factory=Counter)
+    db_fault_seconds: float = 0.0
+    halt_latency_ms: float | None = None
+    halt_hosts: tuple[int, int] = (0, 0)
+    quiet_after_s: float = 0.0
+    tokens: tuple[str, ...] = ()
+    unlocks: int = 0  # jupiter: wallets unlocked again after a restart of their host
+    price_moves: int = 0
 
 
 def _env(
@@ -113,21 +169,58 @@ def _env(
     return env
 
 
-def _settings_env(namespace: str) -> dict[str, str]:
+ADMIN_EMAIL = "chaos@valux.test"
+
+
+async def _create_admin(pool: asyncpg.Pool) -> str:
+    """An admin for the run's clients (made in the database before the API starts, as
+    ``valux user create --admin`` does); returns its password."""
+    from valux.api.users_pg import PgUserStore
+    from valux.auth.passwords import PasswordHasher
+    from valux.auth.tokens import Role
+
+    password = uuid.uuid4().hex
+    await PgUserStore(pool).create_user(
+        email=ADMIN_EMAIL, role=Role.ADMIN, secret_hash=PasswordHasher().hash(password)
+    )
+    return password
+
+
+async def _login(session: aiohttp.ClientSession, api: ApiProcess, password: str) -> str:
+    """An access token of the run's admin (valid for the whole run: the settings give it
+    two hours; every API process reads the same signing key under the run's data dir)."""
+    body = {"email": ADMIN_EMAIL, "password": password}
+    for _ in range(60):
+        try:
+            async with session.post(api.url + "/api/v1/auth/login", json=body) as resp:
+                answer = await resp.json(content_type=None)
+                if resp.status == 200:
+                    return str(answer["access_token"])
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        await asyncio.sleep(1.0)
+    raise RuntimeError(f"the chaos admin could not log in: {answer}")
+
+
+def _settings_env(
+    namespace: str, faults: Faults, exchange_url: str, data_dir: Path
+) -> dict[str, str]:
     tokens = ",".join(
         f'{{"symbol": "{t}", "start_price": "1", "drift": 0.0, "volatility": 60.0}}' for t in TOKENS
     )
     return {
         "VALUX_RAY__NAMESPACE": namespace,
+        "VALUX_DATA_DIR": str(data_dir),  # one JWT signing key for every API process
+        "VALUX_AUTH__ACCESS_TOKEN_TTL_S": "7200",
         "VALUX_HOSTING__AGENTS_PER_HOST": "6",
-        "VALUX_HOSTING__WALLETS_PER_HOST": "6",
         "VALUX_HOSTING__EVALUATORS": "2",
         "VALUX_FEEDS__SIMULATED__INTERVAL_MS": "50",
         "VALUX_FEEDS__SIMULATED__TOKENS": f"[{tokens}]",
         "VALUX_FEEDS__STALE_AFTER_S": "30",
-        "VALUX_SUPERVISION__PING_INTERVAL_S": "0.5",
-        "VALUX_SUPERVISION__PING_TIMEOUT_S": "5",
-        "VALUX_SUPERVISION__RESTART_INTENSITY": "1000",
+        "VALUX_VENUE__PAPER__LATENCY_MS": str(faults.venue_latency_ms),
+        "VALUX_VENUE__PAPER__FAILURE_RATE": str(faults.venue_failure_rate),
+        "VALUX_VENUE__PAPER__UNKNOWN_RATE": str(faults.venue_unknown_rate),
+        "VALUX_VENUE__PAPER__DATABASE_URL": exchange_url,
         "VALUX_LOGGING__LEVEL": "error",
     }
 
@@ -135,18 +228,23 @@ def _settings_env(namespace: str) -> dict[str, str]:
 class ApiProcess:
     """The API as its own OS process, attached to the cluster (so it can be SIGKILLed)."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env = env
+        self.log_dir = log_dir  # each start's output, for the evidence of a failed restart
+        self.starts = 0
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.starts += 1
+        log = open(self.log_dir / f"api-{self.starts}.log", "wb")  # noqa: SIM115 - the child's
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "valux.main", "--port", str(self.port)],
             env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
+        log.close()
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -181,7 +279,9 @@ async def _wait_http(session: aiohttp.ClientSession, url: str, status: int, with
 
 async def _actor_pid(name: str, namespace: str) -> int | None:
     try:
-        handle = await asyncio.to_thread(ray.get_actor, name, namespace=namespace)
+        handle = await asyncio.wait_for(
+            asyncio.to_thread(ray.get_actor, name, namespace=namespace), 10
+        )
         info: dict[str, Any] = await asyncio.wait_for(handle.ping.remote(), 5)
         return int(info["pid"])
     except Exception:
@@ -198,254 +298,231 @@ async def _wait_new_pid(name: str, namespace: str, old: int, within: float) -> b
     return False
 
 
-async def _evaluators_armed(pool: asyncpg.Pool, settings: Settings) -> bool:
-    for shard in range(settings.hosting.evaluators):
-        try:
-            handle = await asyncio.to_thread(
-                ray.get_actor, evaluator_name(shard), namespace=settings.ray.namespace
-            )
-            report = await asyncio.wait_for(handle.ready_report.remote(), 5)
-        except Exception:
-            return False
-        if report["unarmed_count"]:
-            return False
-    return True
-
-
 def _victims(kind: str, settings: Settings, slots: list[int]) -> list[str]:
-    if kind == "agent-host":
+    if kind == "agent-host":  # its agents and their wallets: one process
         return [agent_host_name(s) for s in slots]
-    if kind == "wallet-host":
-        return [wallet_host_name(s) for s in slots]
     if kind == "evaluator":
         return [evaluator_name(i) for i in range(settings.hosting.evaluators)]
     if kind == "feed":
-        return [feed_name("simulated")]
+        return [feed_name("jupiter" if settings.feeds.jupiter.enabled else "simulated")]
     if kind == "supervisor":
-        return [supervisor_name(g) for g in ("agents", "wallets", "evaluators", "feeds")]
+        return [supervisor_name(g) for g in GROUPS]
+    if kind == "exchange":
+        return [exchange_name("paper")]
     return [ROOT]
 
 
-async def _killer(
-    run: Run,
-    settings: Settings,
-    api: ApiProcess,
-    session: aiohttp.ClientSession,
-    pool: asyncpg.Pool,
-    slots: list[int],
-    stop_at: float,
-    every: float,
-    rng: random.Random,
-) -> None:
-    ns = settings.ray.namespace
-    while time.monotonic() + every < stop_at:
-        await asyncio.sleep(every)
-        kind = rng.choice(KINDS)
+class Killer:
+    """Kills on a jittered schedule without waiting for recovery; times each recovery."""
+
+    def __init__(self, run: Run, settings: Settings, api: ApiProcess,
+                 session: aiohttp.ClientSession, slots: list[int],
+                 rng: random.Random) -> None:  # fmt: skip
+        self.run, self.settings, self.api, self.session = run, settings, api, session
+        self.slots, self.rng = slots, rng
+        self.watchers: set[asyncio.Task[None]] = set()
+
+    async def loop(self, stop_at: float, every: float) -> None:
+        kinds, weights = list(KINDS), list(KINDS.values())
+        while True:
+            await asyncio.sleep(every * self.rng.uniform(0.3, 1.7))
+            if time.monotonic() >= stop_at:
+                return
+            burst = 2 if self.rng.random() < 0.2 else 1
+            for kind in self.rng.choices(kinds, weights, k=burst):
+                await self.kill(kind)
+
+    async def kill(self, kind: str) -> None:
+        run = self.run
+        if run.recovering:
+            run.overlapping_kills += 1
         began = time.monotonic()
         if kind == "api":
-            api.kill()
-            run.kills[kind] += 1
-            api.start()
-            ok = await _wait_http(session, api.url + "/health/live", 200, 90)
+            if "api" in run.recovering:
+                return
+            self.api.kill()
+            self.api.start()
+            watch = self._watch_api(began)
         else:
-            name = rng.choice(_victims(kind, settings, slots))
-            pid = await _actor_pid(name, ns)
+            name = self.rng.choice(_victims(kind, self.settings, self.slots))
+            if name in run.recovering:
+                return
+            pid = await _actor_pid(name, self.settings.ray.namespace)
             if pid is None:
-                continue
+                return
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
-                continue
-            run.kills[kind] += 1
-            ok = await _wait_new_pid(name, ns, pid, 90)
-            if ok and kind == "evaluator":
-                while not await _evaluators_armed(pool, settings):
-                    if time.monotonic() - began > 90:
-                        ok = False
-                        break
-                    await asyncio.sleep(0.1)
-        elapsed = time.monotonic() - began
-        if ok:
-            run.recoveries.append((kind, elapsed))
-        else:
-            run.unrecovered.append(kind)
+                return
+            watch = self._watch_actor(kind, name, pid, began)
+        run.kills[kind] += 1
+        task = asyncio.get_running_loop().create_task(watch)
+        self.watchers.add(task)
+        task.add_done_callback(self.watchers.discard)
 
-
-async def _signals(
-    run: Run,
-    api: ApiProcess,
-    session: aiohttp.ClientSession,
-    agents: list[str],
-    stop_at: float,
-    rng: random.Random,
-) -> None:
-    while time.monotonic() < stop_at:
-        await asyncio.sleep(0.1)
-        chosen = rng.sample(agents, k=min(3, len(agents)))
-        body = {
-            "id": f"chaos-{uuid.uuid4().hex}",
-            "token": rng.choice(TOKENS),
-            "strength": 5,
-            "type": "chaos",
-            "size": "1",
-            "agents": chosen,
-        }
-        run.signals_sent += 1
+    async def _watch_api(self, began: float) -> None:
+        self.run.recovering.add("api")
         try:
-            async with session.post(
-                api.url + "/api/v1/signals", json=body, timeout=aiohttp.ClientTimeout(total=20)
-            ) as resp:
-                if resp.status not in (200, 201):
-                    run.signals_failed += 1
-                    continue
-                result = await resp.json()
-        except (aiohttp.ClientError, TimeoutError):
-            run.signals_failed += 1
-            continue
-        run.signals_acked += 1
-        for outcome in result["outcomes"]:
-            if outcome["status"] == "bought":
-                run.acked[(outcome["agent_id"], body["id"])] = outcome["position_id"]
+            ok = await _wait_http(self.session, self.api.url + "/health/live", 200, 120)
+            self._done("api", ok, began)
+        finally:
+            self.run.recovering.discard("api")
+
+    async def _watch_actor(self, kind: str, name: str, pid: int, began: float) -> None:
+        self.run.recovering.add(name)
+        try:
+            ok = await _wait_new_pid(name, self.settings.ray.namespace, pid, 180)
+            self._done(kind, ok, began)
+        finally:
+            self.run.recovering.discard(name)
+
+    def _done(self, kind: str, ok: bool, began: float) -> None:
+        if ok:
+            self.run.recoveries.append((kind, time.monotonic() - began))
+        else:
+            self.run.unrecovered.append(kind)
+
+    async def drain(self) -> None:
+        if self.watchers:
+            await asyncio.gather(*self.watchers, return_exceptions=True)
 
 
-async def _check(
-    run: Run, settings: Settings, pool: asyncpg.Pool, agents: list[str], slots: list[int]
-) -> dict[str, int]:
-    ns = settings.ray.namespace
-    positions = {
-        r["id"]: r
-        for r in await pool.fetch("SELECT id, agent_id, status, signal_id, token FROM positions")
-    }
-    actor_open: set[str] = set()
-    for slot in slots:
-        host = await asyncio.to_thread(ray.get_actor, agent_host_name(slot), namespace=ns)
-        actor_open.update(p["id"] for p in await host.open_positions.remote())
-    lost = 0
-    for (_agent, _signal), pid in run.acked.items():
-        row = positions.get(pid)
-        if row is None or (row["status"] == "open" and pid not in actor_open):
-            lost += 1
-    lost += sum(
-        1 for pid, r in positions.items() if r["status"] == "open" and pid not in actor_open
-    )
-
-    # Venue fills first, wallets' pending intents next, booked trades last: a sale still in
-    # flight when the checks start (the feed keeps ticking) is then either pending or
-    # booked, never counted as a fill the wallet did not book.
-    venue_fills = {
-        r["intent_id"]
-        for r in await pool.fetch("SELECT intent_id FROM paper_venue_orders WHERE state = 'filled'")
-    }
-    pending: set[str] = set()
-    mismatch_views: list[dict[str, Any]] = []
-    for slot in sorted(set(await _wallet_slots(pool))):
-        host = await asyncio.to_thread(ray.get_actor, wallet_host_name(slot), namespace=ns)
-        ids = [
-            r["id"] for r in await pool.fetch("SELECT id FROM wallets WHERE host_slot = $1", slot)
-        ]
-        for view in await host.describe.remote(ids):
-            pending.update(view["pending_intents"])
-            mismatch_views.append(view)
-    found: list[str] = []  # what each duplicate is, printed with the verdict
-    trades = await pool.fetch("SELECT position_id, side, reason, base_amount FROM trades")
-    # One opening buy and one closing sale per position; take-profit sales and DCA buys
-    # are several per position by design, so for them: never more sold than bought.
-    per_decision = Counter(
-        (r["position_id"], r["side"]) for r in trades if r["reason"] not in ("take_profit", "dca")
-    )
-    found += [f"{side} of {pid} filled {n}x" for (pid, side), n in per_decision.items() if n > 1]
-    net: dict[str, Decimal] = defaultdict(Decimal)
-    for r in trades:
-        net[r["position_id"]] += r["base_amount"] if r["side"] == "buy" else -r["base_amount"]
-    found += [f"{pid} sold {-amount} more than bought" for pid, amount in net.items() if amount < 0]
-    per_signal = Counter((r["agent_id"], r["signal_id"]) for r in positions.values())
-    found += [f"signal {sig} opened {n} positions for {agent}"
-              for (agent, sig), n in per_signal.items() if n > 1]  # fmt: skip
-    booked = {r["intent_id"] for r in await pool.fetch("SELECT intent_id FROM trades")}
-    found += [f"venue fill {i} neither booked nor pending" for i in venue_fills - booked - pending]
-    duplicates = (
-        sum(n - 1 for n in per_decision.values() if n > 1)
-        + sum(1 for amount in net.values() if amount < 0)
-        + sum(n - 1 for n in per_signal.values() if n > 1)
-        + len(venue_fills - booked - pending)
-    )
-    for line in found:
-        print(f"chaos: duplicate: {line}", flush=True)
-    mismatches = 0
-    for view in mismatch_views:
-        mismatches += await _wallet_mismatch(pool, view)
-
-    armed: set[str] = set()
-    latest: dict[str, float] = {}
-    for shard in range(settings.hosting.evaluators):
-        evaluator = await asyncio.to_thread(ray.get_actor, evaluator_name(shard), namespace=ns)
-        armed.update(await evaluator.armed_ids.remote())
-        for token, (price, _ts) in (await evaluator.latest_prices.remote()).items():
-            latest[token] = price
-    open_ids = [r["id"] for r in await pool.fetch("SELECT id FROM positions WHERE status = 'open'")]
-    unarmed = sum(1 for pid in open_ids if pid not in armed)
-    crossed = await _crossed_stops(settings, open_ids)
-    if crossed:  # give the tick that crossed them time to finish its exits, then look again
-        await asyncio.sleep(2.0)
-        still_open = {
-            r["id"]
-            for r in await pool.fetch(
-                "SELECT id FROM positions WHERE status = 'open' AND id = ANY($1::text[])", crossed
-            )
-        }
-        unarmed += len(set(await _crossed_stops(settings, list(still_open))) & set(crossed))
-    return {"lost": lost, "duplicates": duplicates, "mismatches": mismatches, "unarmed": unarmed}
+async def _database_faults(
+    run: Run, proxy: FaultyProxy, stop_at: float, every: float, rng: random.Random
+) -> None:
+    while True:
+        await asyncio.sleep(every * rng.uniform(0.5, 1.5))
+        if time.monotonic() >= stop_at:
+            return
+        kind = rng.choice(("refusal", "blackhole"))
+        duration = rng.uniform(2.0, 8.0)
+        await (proxy.cut() if kind == "refusal" else proxy.blackhole())
+        run.db_faults[kind] += 1
+        await asyncio.sleep(duration)
+        run.db_fault_seconds += duration
+        await proxy.restore()
 
 
-async def _crossed_stops(settings: Settings, position_ids: list[str]) -> list[str]:
-    """Open positions whose evaluator-held stop is at or above the token's latest price."""
-    ns = settings.ray.namespace
-    crossed = []
-    for shard in range(settings.hosting.evaluators):
-        evaluator = await asyncio.to_thread(ray.get_actor, evaluator_name(shard), namespace=ns)
-        latest = await evaluator.latest_prices.remote()
-        for pid in position_ids:
-            state = await evaluator.position_state.remote(pid)
-            if state is None or state["stop_pct"] is None or state["token"] not in latest:
+class Client:
+    """Posts signals as a careful client does: retries 503 after ``Retry-After`` and lost
+    connections with the same id, gives up after :data:`GIVE_UP_AFTER_S`."""
+
+    def __init__(self, run: Run, api: ApiProcess, session: aiohttp.ClientSession) -> None:
+        self.run, self.api, self.session = run, api, session
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.slots = asyncio.Semaphore(16)
+
+    async def loop(self, agents: list[str], stop_at: float, rng: random.Random) -> None:
+        while time.monotonic() < stop_at:
+            await asyncio.sleep(0.1)
+            body = {
+                "id": f"chaos-{uuid.uuid4().hex}",
+                "token": rng.choice(self.run.tokens),
+                "strength": 5,
+                "type": "chaos",
+                "size": "1",
+                "agents": rng.sample(agents, k=min(3, len(agents))),
+            }
+            self.run.signals_sent += 1
+            task = asyncio.get_running_loop().create_task(self.post(body))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def post(self, body: dict[str, Any]) -> None:
+        deadline = time.monotonic() + GIVE_UP_AFTER_S  # from when the signal was made
+        async with self.slots:
+            await self._post(body, deadline)
+
+    async def _post(self, body: dict[str, Any], deadline: float) -> None:
+        run = self.run
+        attempts = 0
+        last = "never sent (the client's slots were busy until its deadline)"
+        while time.monotonic() < deadline:
+            if attempts:
+                run.signal_retries += 1
+            attempts += 1
+            try:
+                async with self.session.post(
+                    self.api.url + "/api/v1/signals", json=body,
+                    timeout=aiohttp.ClientTimeout(total=30),
+                ) as resp:  # fmt: skip
+                    run.statuses[resp.status] += 1
+                    text = await resp.text()
+                    retry_after = resp.headers.get("Retry-After")
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = f"no answer: {type(exc).__name__}: {exc}"
+                await asyncio.sleep(1.0)
                 continue
-            purchase = state["purchase_price"]
-            if latest[state["token"]][0] <= purchase * (1 + state["stop_pct"] / 100):
-                crossed.append(pid)
-    return crossed
+            last = f"{status}: {text[:300]}"
+            if status in (200, 201, 202):
+                run.signals_decided += 1
+                for outcome in _json(text).get("outcomes", []):
+                    if outcome["status"] == "bought":
+                        run.acked[(outcome["agent_id"], body["id"])] = outcome["position_id"]
+                return
+            if status == 503 and retry_after is not None:
+                await asyncio.sleep(min(float(retry_after), 2.0))
+                continue
+            run.http_violations.append(f"POST /api/v1/signals {body['id']}: {last}")
+            return
+        run.given_up.add(body["id"])
+        run.last_answer[body["id"]] = f"after {attempts} attempts, last {last}"
+
+    async def drain(self) -> None:
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-async def _wallet_slots(pool: asyncpg.Pool) -> list[int]:
-    return [r["host_slot"] for r in await pool.fetch("SELECT DISTINCT host_slot FROM wallets")]
+async def _reporting(work: Awaitable[None], what: Callable[[], str], every: float = 15.0) -> None:
+    """Await ``work``, saying on stderr what it still waits for every ``every`` seconds (a
+    run that does not end should say where it stands)."""
+    task = asyncio.ensure_future(work)
+    began = time.monotonic()
+    while not task.done():
+        await asyncio.wait({task}, timeout=every)
+        if not task.done():
+            print(f"chaos: still waiting after {time.monotonic() - began:.0f} s: {what()}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    task.result()
 
 
-async def _wallet_mismatch(pool: asyncpg.Pool, view: dict[str, Any]) -> int:
-    """Actor balances and read model vs start + journaled fills (trades) − reservations."""
-    expected: dict[str, Decimal] = defaultdict(Decimal)
-    expected["SOL"] = START_BALANCE
-    for t in await pool.fetch(
-        "SELECT side, token, base_amount, quote_amount FROM trades WHERE wallet_id = $1",
-        view["wallet_id"],
-    ):
-        sign = 1 if t["side"] == "buy" else -1
-        expected["SOL"] -= sign * t["quote_amount"]
-        expected[t["token"]] += sign * t["base_amount"]
-    actor = {a: Decimal(v) for a, v in view["balances"].items() if Decimal(v) != 0}
-    model = {
-        r["asset"]: r["amount"]
-        for r in await pool.fetch(
-            "SELECT asset, amount FROM balances WHERE wallet_id = $1", view["wallet_id"]
-        )
-        if r["amount"] != 0
-    }
-    want = {a: v for a, v in expected.items() if v != 0}
-    if view["pending_intents"]:
-        return 0  # still resolving; reservations make the comparison meaningless for now
-    if actor != want or model != want:
-        print(
-            f"chaos: wallet {view['wallet_id']} expected {want} actor {actor} model {model}",
-            file=sys.stderr,
-        )
-    return int(actor != want) + int(model != want)
+def _json(text: str) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+async def _until_quiet(pool: asyncpg.Pool, settings: Settings, within: float) -> checks.Quiet:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            state = await checks.in_flight(pool, settings)
+        except Exception as exc:  # an actor still restarting
+            state = checks.Quiet(agents={"?": [f"{type(exc).__name__}: {exc}"]})
+        if state.quiet or time.monotonic() > deadline:
+            return state
+        await asyncio.sleep(0.5)
+
+
+async def _halt(run: Run, session: aiohttp.ClientSession, api: ApiProcess) -> None:
+    body = {"state": "HALTED", "reason": "chaos run: checking"}
+    for _ in range(30):
+        try:
+            async with session.post(api.url + "/api/v1/risk/state", json=body) as resp:
+                if resp.status == 200:
+                    answer = await resp.json()
+                    run.halt_latency_ms = answer.get("latency_ms")
+                    run.halt_hosts = (answer.get("hosts_reached", 0), answer.get("hosts", 0))
+                    return
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        await asyncio.sleep(1.0)
+    raise RuntimeError("the global HALT was not accepted")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -455,13 +532,47 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _print_table(run: Run, result: dict[str, int], fills: dict[str, int], minutes: float) -> None:
+def _print_table(run: Run, faults: Faults, result: dict[str, int], fills: dict[str, int],
+                 minutes: float) -> None:  # fmt: skip
     times = [t for _, t in run.recoveries]
     rows = [
         ("duration (min)", f"{minutes:g}"),
         *((f"kills: {k}", str(run.kills.get(k, 0))) for k in KINDS),
-        ("kills: total", str(sum(run.kills.values()))),
-        ("signals sent / acknowledged", f"{run.signals_sent} / {run.signals_acked}"),
+        (
+            "kills: total / while another was recovering",
+            f"{sum(run.kills.values())} / {run.overlapping_kills}",
+        ),
+        (
+            "database refusals / blackholes / seconds down",
+            f"{run.db_faults['refusal']} / {run.db_faults['blackhole']}"
+            f" / {run.db_fault_seconds:.0f}",
+        ),
+        (
+            "venue latency ms / failure / unknown rate",
+            f"{faults.venue_latency_ms:g} / {faults.venue_failure_rate:g} / "
+            f"{faults.venue_unknown_rate:g}",
+        )
+        if faults.venue == "paper"
+        else (
+            "venue: sandbox SVM + Jupiter; sends dropped / landing delay (slots)",
+            f"{faults.chain_drop_rate:g} / {faults.chain_landing_delay}",
+        ),
+        *(
+            [
+                (
+                    "wallets unlocked again after restarts / pool price moves",
+                    f"{run.unlocks} / {run.price_moves}",
+                )
+            ]
+            if faults.venue == "jupiter"
+            else []
+        ),
+        (
+            "signals sent / decided / given up",
+            f"{run.signals_sent} / {run.signals_decided} / {len(run.given_up)}",
+        ),
+        ("signal retries (503, lost connection)", str(run.signal_retries)),
+        ("HTTP answers", ", ".join(f"{k}: {v}" for k, v in sorted(run.statuses.items()))),
         ("buys acknowledged", str(len(run.acked))),
         ("fills (trades)", str(sum(fills.values()))),
         *((f"fills: {kind}", str(n)) for kind, n in fills.items()),
@@ -471,10 +582,12 @@ def _print_table(run: Run, result: dict[str, int], fills: dict[str, int], minute
             f"{_percentile(times, 0.5):.2f} / {_percentile(times, 0.99):.2f} / "
             f"{max(times) if times else float('nan'):.2f}",
         ),
-        ("lost", str(result["lost"])),
-        ("duplicates", str(result["duplicates"])),
-        ("balance mismatches", str(result["mismatches"])),
-        ("unarmed / missed stops", str(result["unarmed"])),
+        ("quiet after the load (s)", f"{run.quiet_after_s:.1f}"),
+        (
+            "global HALT fan-out (ms; agent hosts reached / all)",
+            f"{run.halt_latency_ms} ({run.halt_hosts[0]} / {run.halt_hosts[1]})",
+        ),
+        *((check, str(result[check])) for check in checks.CHECKS),
     ]
     per_kind: dict[str, list[float]] = defaultdict(list)
     for kind, t in run.recoveries:
@@ -488,7 +601,49 @@ def _print_table(run: Run, result: dict[str, int], fills: dict[str, int], minute
         print(f"| {key.ljust(width)} | {value} |")
 
 
-async def chaos(minutes: float, agents_count: int, kill_every: float, seed: int) -> int:
+def _report(check: str, evidence: list[str]) -> int:
+    for line in evidence[:25]:
+        print(f"chaos: {check}: {line}", flush=True)
+    if len(evidence) > 25:
+        print(f"chaos: {check}: ... and {len(evidence) - 25} more", flush=True)
+    return len(evidence)
+
+
+async def _verdict(run: Run, settings: Settings, pool: asyncpg.Pool,
+                   session: aiohttp.ClientSession, api: ApiProcess,
+                   chain_rpc: str | None = None) -> dict[str, int]:  # fmt: skip
+    result = dict.fromkeys(checks.CHECKS, 0)
+    ready = await _wait_http(session, api.url + "/health/ready", 200, 240)
+    if not ready:
+        async with session.get(api.url + "/health/ready") as resp:
+            print(f"chaos: not ready: {await resp.text()}", file=sys.stderr)
+        result["unarmed"] += _report("unarmed", ["the system did not report ready in 240 s"])
+    await asyncio.sleep(3.0)  # a few ticks: stops crossed during an outage fire now
+    result["unarmed"] += _report("unarmed", await checks.crossed_stops(pool, settings))
+    await _halt(run, session, api)  # freeze trading: the checks then read a still system
+    began = time.monotonic()
+    await _until_quiet(pool, settings, 120)
+    run.quiet_after_s = time.monotonic() - began
+    snap = await checks.snapshot(pool, settings, run.given_up)
+    quote = settings.venue.quote_asset
+    result["lost"] += _report("lost", checks.check_lost(snap, run.acked))
+    result["duplicates"] += _report("duplicates", checks.check_duplicates(snap))
+    result["custody"] += _report("custody", checks.check_custody(snap, quote))
+    if chain_rpc is not None:  # live wallets: the chain is the venue's books
+        snap.venue_moves = snap.venue_accounts = await live.chain_balances(pool, chain_rpc)
+        balances = checks.check_balances(snap, "on chain")
+    else:
+        balances = checks.check_balances(snap)
+    result["balances"] += _report("balances", balances)
+    result["pending"] += _report("pending", checks.check_pending(snap))
+    result["unarmed"] += _report("unarmed", checks.check_armed(snap))
+    result["http"] += _report("http", run.http_violations)
+    return result
+
+
+async def chaos(
+    minutes: float, agents_count: int, faults: Faults, seed: int, keep: bool = False
+) -> int:
     rng = random.Random(seed)
     data_dir = Path(tempfile.mkdtemp(prefix="valux-chaos-"))
     admin_url = os.environ.get("DATABASE_URL")
@@ -500,9 +655,19 @@ async def chaos(minutes: float, agents_count: int, kill_every: float, seed: int)
         redis_url = redis_url or EmbeddedRedis(data_dir).start()
     name = f"valux_chaos_{uuid.uuid4().hex[:8]}"
     await admin_execute(admin_url, f'CREATE DATABASE "{name}"')
-    database_url = with_database(admin_url, name)
+    direct_url = with_database(admin_url, name)
+    proxy = FaultyProxy(direct_url)
+    await proxy.start()
+    database_url = proxy.url()  # what valux uses; the exchange and the checks go direct
     namespace = f"valux-chaos-{uuid.uuid4().hex[:6]}"
-    settings_env = _settings_env(namespace)
+    settings_env = _settings_env(namespace, faults, direct_url, data_dir)
+    sandbox: live.SandboxProcess | None = None
+    run = Run(tokens=TOKENS)
+    if faults.venue == "jupiter":
+        sandbox = live.SandboxProcess(data_dir, seed=seed, drop_rate=faults.chain_drop_rate,
+                                      landing_delay=faults.chain_landing_delay)  # fmt: skip
+        settings_env.update(live.live_settings_env(sandbox.start()))
+        run.tokens = tuple(sandbox.tokens)
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, namespace=namespace, log_to_driver=False)
@@ -512,18 +677,31 @@ async def chaos(minutes: float, agents_count: int, kill_every: float, seed: int)
     settings = load_settings(
         env={**settings_env, "DATABASE_URL": database_url, "REDIS_URL": redis_url}
     )
-    api = ApiProcess(_env(settings_env, database_url, redis_url, gcs))
-    run = Run()
+    api = ApiProcess(_env(settings_env, database_url, redis_url, gcs), data_dir)
+    pool: asyncpg.Pool | None = None
     try:
-        _, pool = await prepare_database(settings)
+        _, pool = await prepare_database(
+            load_settings(env={**settings_env, "DATABASE_URL": direct_url, "REDIS_URL": redis_url})
+        )
+        password = await _create_admin(pool)
         await attach_or_start(settings, database_url, redis_url)
         api.start()
         async with aiohttp.ClientSession() as session:
             if not await _wait_http(session, api.url + "/health/live", 200, 120):
                 print("chaos: the API did not start", file=sys.stderr)
                 return 2
-            agents = []
-            for i in range(agents_count):
+            session.headers["Authorization"] = f"Bearer {await _login(session, api, password)}"
+            agents: list[str] = []
+            operator_stop = asyncio.Event()
+            side_tasks: list[asyncio.Future[Any]] = []
+            if sandbox is not None:
+                agents = await live.create_live_agents(
+                    session, api.url, sandbox, agents_count, [STOP_CONFIG, RULES_CONFIG]
+                )
+                operator = live.Operator(session, api.url)
+                mover = live.PriceMover(sandbox, rng)
+                side_tasks.append(asyncio.ensure_future(operator.loop(operator_stop)))
+            for i in range(agents_count if sandbox is None else 0):
                 async with session.post(
                     api.url + "/api/v1/agents",
                     json={
@@ -539,25 +717,30 @@ async def chaos(minutes: float, agents_count: int, kill_every: float, seed: int)
             print(f"chaos: {len(agents)} agents on {len(slots)} hosts; running {minutes:g} min",
                   file=sys.stderr)  # fmt: skip
             stop_at = time.monotonic() + minutes * 60
+            killer = Killer(run, settings, api, session, slots, rng)
+            client = Client(run, api, session)
             await asyncio.gather(
-                _signals(run, api, session, agents, stop_at, rng),
-                _killer(run, settings, api, session, pool, slots, stop_at, kill_every, rng),
+                client.loop(agents, stop_at, rng),
+                killer.loop(stop_at, faults.kill_every),
+                _database_faults(run, proxy, stop_at, faults.db_fault_every, rng),
+                *([mover.loop(session, stop_at)] if sandbox is not None else []),
             )
-            print("chaos: load stopped; waiting for ready", file=sys.stderr)
+            await proxy.restore()
+            print("chaos: load stopped; waiting for recoveries and clients", file=sys.stderr)
+            await _reporting(killer.drain(), lambda: f"recovering: {sorted(run.recovering)}")
             if api.proc is None or api.proc.poll() is not None:
                 api.start()
-            ready = await _wait_http(session, api.url + "/health/ready", 200, 180)
-            await asyncio.sleep(3.0)  # a few ticks: stops crossed during an outage fire now
-            for slot in slots:
-                host = await asyncio.to_thread(
-                    ray.get_actor, agent_host_name(slot), namespace=namespace
-                )
-                await host.reconcile_all.remote()
-            await asyncio.sleep(1.0)
-            result = await _check(run, settings, pool, agents, slots)
-            if not ready:
-                result["unarmed"] += 1
-                print("chaos: the system did not report ready", file=sys.stderr)
+            await _reporting(client.drain(), lambda: f"signals in flight: {len(client.tasks)}")
+            for signal_id, last in sorted(run.last_answer.items()):
+                print(f"chaos: given up: signal {signal_id}: {last}", flush=True)
+            print("chaos: checking", file=sys.stderr)
+            chain_rpc = None if sandbox is None else sandbox.manifest["solana_rpc_url"]
+            result = await _verdict(run, settings, pool, session, api, chain_rpc)
+            if sandbox is not None:
+                operator_stop.set()
+                await asyncio.gather(*side_tasks, return_exceptions=True)
+                run.unlocks = operator.total
+                run.price_moves = mover.moves
             fills = {
                 f"{r['side']} {r['reason']}": r["n"]
                 for r in await pool.fetch(
@@ -565,15 +748,17 @@ async def chaos(minutes: float, agents_count: int, kill_every: float, seed: int)
                     " GROUP BY 1, 2 ORDER BY 1, 2"
                 )
             }
-        _print_table(run, result, fills, minutes)
-        print(
-            f"chaos: lost={result['lost']} duplicates={result['duplicates']} "
-            f"mismatches={result['mismatches']} unarmed={result['unarmed']}"
-        )
-        await pool.close()
+        _print_table(run, faults, result, fills, minutes)
+        for kind in run.unrecovered:
+            where = f" (its output: {data_dir}/api-*.log)" if kind == "api" else ""
+            print(f"chaos: not recovered: {kind}{where}", flush=True)
+        print("chaos: " + " ".join(f"{check}={result[check]}" for check in checks.CHECKS))
         return 1 if any(result.values()) or run.unrecovered else 0
     finally:
         api.stop()
+        if sandbox is not None:
+            sandbox.stop()
+        await proxy.restore()
         try:
             root = await asyncio.to_thread(ray.get_actor, ROOT, namespace=namespace)
             await asyncio.wait_for(root.shutdown.remote(), 60)
@@ -581,19 +766,51 @@ async def chaos(minutes: float, agents_count: int, kill_every: float, seed: int)
         except Exception:
             pass
         ray.shutdown()
-        await admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if pool is not None:
+            await pool.close()
+        if keep:
+            print(f"chaos: database kept for inspection: {direct_url}", file=sys.stderr)
+        else:
+            await admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.chaos", description=__doc__.split("\n\n")[0]
     )
+    defaults = Faults()
     parser.add_argument("--minutes", type=float, default=1.0)
     parser.add_argument("--agents", type=int, default=24)
-    parser.add_argument("--kill-every", type=float, default=4.0)
+    parser.add_argument("--kill-every", type=float, default=defaults.kill_every)
+    parser.add_argument("--db-fault-every", type=float, default=defaults.db_fault_every)
+    parser.add_argument("--venue-latency-ms", type=float, default=defaults.venue_latency_ms)
+    parser.add_argument("--venue-failure-rate", type=float, default=defaults.venue_failure_rate)
+    parser.add_argument("--venue-unknown-rate", type=float, default=defaults.venue_unknown_rate)
+    parser.add_argument(
+        "--venue",
+        choices=("paper", "jupiter"),
+        default="paper",
+        help="jupiter: live agents on `valux sandbox` (a real SVM)",
+    )
+    parser.add_argument(
+        "--chain-drop-rate",
+        type=float,
+        default=defaults.chain_drop_rate,
+        help="jupiter: share of sent transactions the sandbox drops",
+    )
+    parser.add_argument(
+        "--chain-landing-delay",
+        type=int,
+        default=defaults.chain_landing_delay,
+        help="jupiter: slots before a sent transaction lands",
+    )
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args(argv)
-    sys.exit(asyncio.run(chaos(args.minutes, args.agents, args.kill_every, args.seed)))
+    faults = Faults(args.kill_every, args.db_fault_every, args.venue_latency_ms,
+                    args.venue_failure_rate, args.venue_unknown_rate, args.venue,
+                    args.chain_drop_rate, args.chain_landing_delay)  # fmt: skip
+    sys.exit(asyncio.run(chaos(args.minutes, args.agents, faults, args.seed, args.keep)))
 
 
 if __name__ == "__main__":

@@ -531,6 +531,8 @@ class System:
     database_url: str
     namespace: str
     http: aiohttp.ClientSession
+    api_key: str = ""
+    """An admin API key (every scope) the HTTP session sends as ``X-API-Key``."""
 
     @property
     def base(self) -> str:
@@ -582,7 +584,7 @@ class System:
         return RayBackend(self.settings, self.runtime.pool)
 
     async def handle(self, name: str) -> Any:
-        from valux.supervisors.handles import actor_handle
+        from valux.hosting.handles import actor_handle
 
         return await actor_handle(name, self.namespace)
 
@@ -667,13 +669,26 @@ def kill_namespace(namespace: str) -> int:
 
 
 async def start_runtime(settings: Any) -> Any:
-    from valux.supervisors.handles import clear_cache
+    from valux.hosting.handles import clear_cache
     from valux.system.runtime import Runtime
 
     clear_cache()
     runtime = Runtime(settings)
     await runtime.start()
     return runtime
+
+
+async def admin_key(system: System) -> str:
+    """An API key of the admin the system's first start created (benchmarks drive the API
+    as that admin; the key does not expire during a run)."""
+    from valux.api.app import bootstrap_credentials
+    from valux.api.testing import admin_api_key
+
+    credentials = bootstrap_credentials(system.runtime.runner.app)
+    if credentials is None:
+        raise RuntimeError("the system's first start created no admin to benchmark as")
+    email, password = credentials
+    return await admin_api_key(system.base, email, password)
 
 
 async def stop_runtime(runtime: Any, namespace: str) -> None:
@@ -692,7 +707,10 @@ async def valux_system(env: BenchEnv, label: str, **overrides: Any) -> AsyncIter
         settings = bench_settings(env, database_url, namespace, **overrides)
         system = System(await start_runtime(settings), settings, database_url, namespace, None)  # type: ignore[arg-type]
         try:
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            system.api_key = await admin_key(system)
+            async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0), headers={"X-API-Key": system.api_key}
+            ) as http:
                 system.http = http
                 yield system
         finally:

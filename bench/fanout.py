@@ -27,7 +27,7 @@ async def run(
     async with valux_system(
         env,
         "fanout",
-        **{"hosting.agents_per_host": agents_per_host, "hosting.wallets_per_host": agents_per_host},
+        **{"hosting.agents_per_host": agents_per_host},
     ) as system:
         tokens = [f"FAN{i:03d}{uuid.uuid4().hex[:4].upper()}" for i in range(signals + 1)]
         await system.ticks([(t, 1.0) for t in tokens])

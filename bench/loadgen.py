@@ -4,6 +4,8 @@
     C keep-alive connections, each issuing GET ``URL`` back to back for S
     seconds (the fallback when ``wrk`` is not installed).
 
+Both send ``X-API-Key: $VALUX_API_KEY`` when it is set (the benchmark's admin key).
+
 ``python -m bench.loadgen ws URL --clients N --tokens A,B``
     N WebSocket clients subscribe to the tokens, print ``READY`` once all are
     subscribed, then count ``prices`` messages (by their ``seq``) until a line
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -35,13 +38,21 @@ def _summary(values: list[float]) -> dict[str, float]:
     return {"n": len(data), "p50": pick(0.5), "p99": pick(0.99), "max": data[-1]}
 
 
+def _auth() -> dict[str, str]:
+    """The API key the benchmark made (``VALUX_API_KEY``), as a request header."""
+    key = os.environ.get("VALUX_API_KEY")
+    return {"X-API-Key": key} if key else {}
+
+
 async def http_load(url: str, connections: int, duration: float) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
     statuses: dict[int, int] = {}
     deadline = time.perf_counter() + duration
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), headers=_auth()
+    ) as session:
 
         async def worker() -> None:
             nonlocal errors
@@ -78,7 +89,9 @@ async def ws_clients(url: str, clients: int, tokens: list[str]) -> dict[str, Any
     stop = asyncio.Event()
     subscribed = 0
     all_subscribed = asyncio.Event()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), headers=_auth()
+    ) as session:
         connect_gate = asyncio.Semaphore(100)
 
         async def client(i: int) -> None:

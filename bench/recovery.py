@@ -36,7 +36,7 @@ from bench.common import (
     sigkill,
     valux_system,
 )
-from valux.supervisors.naming import agent_host_name, evaluator_name
+from valux.hosting.naming import agent_host_name, evaluator_name
 
 _CALL_TIMEOUT_S = 2.0
 
@@ -57,9 +57,7 @@ async def run(
     rearmed: list[float] = []
     ready: list[float] = []
     recovery_s: list[float] = []
-    async with valux_system(
-        env, "recovery", **{"hosting.agents_per_host": agents, "hosting.wallets_per_host": agents}
-    ) as system:
+    async with valux_system(env, "recovery", **{"hosting.agents_per_host": agents}) as system:
         tokens = [f"RC{i:03d}{uuid.uuid4().hex[:4].upper()}" for i in range(positions_per_agent)]
         await system.ticks([(t, 1.0) for t in tokens])
         agent_ids = await system.create_agents(agents, balance="1000")

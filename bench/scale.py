@@ -43,7 +43,7 @@ from bench.common import (
     valux_system,
 )
 from valux.api.models import SignalIn
-from valux.supervisors.naming import ROOT
+from valux.hosting.naming import ROOT
 
 CONFIGS: tuple[dict[str, Any], ...] = (
     {"stopLoss": {"mode": "fixed", "defaultPercentage": -20}},
@@ -75,7 +75,6 @@ async def run(
 ) -> None:
     overrides = {
         "hosting.agents_per_host": agents_per_host,
-        "hosting.wallets_per_host": agents_per_host,
     }
     async with valux_system(env, "scale", **overrides) as system:
         token = f"SC{uuid.uuid4().hex[:6].upper()}"

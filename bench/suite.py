@@ -23,6 +23,8 @@ from bench import (
     evaluator,
     fanout,
     journal,
+    kill_switch,
+    live_swap,
     nautilus,
     recovery,
     scale,
@@ -53,6 +55,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         journal.SPEC,
         recovery.SPEC,
         api_load.SPEC,
+        kill_switch.SPEC,
+        live_swap.SPEC,
     )
 }
 

@@ -92,9 +92,29 @@ def redis_url(server_urls: tuple[str, str]) -> str:
 def ray_session() -> Iterator[str]:
     """One Ray instance for the whole test session (actors are slow to start here)."""
     namespace = f"valux-test-{uuid.uuid4().hex[:8]}"
-    ray.init(namespace=namespace, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        namespace=namespace,
+        include_dashboard=False,
+        log_to_driver=False,
+        _system_config=NODE_FAILURE_DETECTION,
+    )
     yield namespace
     ray.shutdown()
+
+
+NODE_FAILURE_DETECTION = {
+    "health_check_initial_delay_ms": 1000,
+    "health_check_period_ms": 500,
+    "health_check_timeout_ms": 10_000,
+    "health_check_failure_threshold": 5,
+}
+"""How fast the head declares a lost node dead (Ray's default takes tens of seconds):
+the multi-node test kills a node and times its actors' restarts elsewhere. A killed node
+refuses the check's connection at once, so it is dead after 5 checks 0.5 s apart; a live
+node that is merely slow (a loaded 2-core CI machine) keeps Ray's 10 s answer timeout: a
+0.5 s timeout is the likely cause of a CI run whose driver aborted creating an actor (a
+head declared dead under load takes the driver with it). A cluster's operator sets the
+same through ``RAY_health_check_*`` on ``ray start --head``."""
 
 
 def make_settings(

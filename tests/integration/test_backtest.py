@@ -1,4 +1,4 @@
-"""A backtest through the real actors on a hand-computable path, and a two-point sweep.
+"""A backtest through the production hosts on a hand-computable path, and a two-point sweep.
 
 The venue charges no fee and no slippage, so every fill is at the tick's price. One
 agent, config: fixed stop loss −10 %, stale trade after 60 min within −5 %..+5 %.
@@ -78,14 +78,12 @@ def _inputs() -> tuple[ReplayFeed, tuple[TimedSignal, ...]]:
 
 
 @pytest.fixture(scope="module")
-def base(
-    data_dir: Path, server_urls: tuple[str, str], redis_url: str, ray_session: str
-) -> Settings:
+def base(data_dir: Path, server_urls: tuple[str, str], redis_url: str) -> Settings:
     return make_settings(
         data_dir,
         server_urls[0],
         redis_url,
-        ray_session,
+        "valux-backtest",
         **{
             "venue.paper.fee_bps": 0,
             "venue.paper.slippage_bps_per_unit": 0,
@@ -97,6 +95,8 @@ def base(
 async def test_backtest_through_the_real_actors(
     base: Settings, server_urls: tuple[str, str], tmp_path: Path
 ) -> None:
+    """The hand-computed path above, replayed through the production hosts in one process
+    (no Ray): every fill, P&L, simulated time stamp, the equity curve and the outputs."""
     prices, signals = _inputs()
     spec = BacktestInput(prices, signals, CONFIG, Decimal(10), "hand")
     result = await run_backtest(spec, base, server_urls[0])
@@ -135,7 +135,11 @@ async def test_backtest_through_the_real_actors(
     assert Decimal(report["realized_pnl"]) == Decimal("-0.1") and report["trades"] == 4
 
 
-def test_sweep_runs_as_ray_tasks_and_ranks(base: Settings, server_urls: tuple[str, str]) -> None:
+def test_sweep_runs_as_ray_tasks_and_ranks(
+    base: Settings, server_urls: tuple[str, str], ray_session: str
+) -> None:
+    """Each point of the grid is one in-process backtest in a Ray task; the runs are
+    ranked by realised P&L (the −4 % stop sells T earlier and loses less)."""
     prices, signals = _inputs()
     points = plan_sweep(CONFIG, expand_grid({"stopLoss.defaultPercentage": [-10, -4]}))
     ranked, failures = run_sweep(

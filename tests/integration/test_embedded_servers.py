@@ -15,6 +15,7 @@ from valux.config.settings import load_settings
 from valux.ops.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
+    embedded_for_this_run,
     resolve_database_url,
     resolve_redis_url,
     stop_embedded,
@@ -198,3 +199,22 @@ async def test_embedded_postgres_recovers_after_the_server_is_killed(tmp_path: P
 def postmaster_pid(data_dir: Path) -> int:
     """The pid in the embedded server's postmaster.pid."""
     return int((data_dir / "postgres" / "postmaster.pid").read_text().split("\n", 1)[0])
+
+
+def test_a_command_line_run_stops_the_embedded_postgres_it_started(tmp_path: Path) -> None:
+    """``python -m valux.backtest run`` wraps its work in ``embedded_for_this_run``: the
+    server it started is stopped on exit; one that was already running is left running."""
+    settings = load_settings(env={}, overrides={"data_dir": tmp_path})
+    with embedded_for_this_run(settings):
+        resolve_database_url(settings)
+        assert EmbeddedPostgres(tmp_path).running()
+    assert not EmbeddedPostgres(tmp_path).running()
+
+    server = EmbeddedPostgres(tmp_path)
+    server.start()
+    try:
+        with embedded_for_this_run(settings):
+            resolve_database_url(settings)
+        assert EmbeddedPostgres(tmp_path).running()
+    finally:
+        server.stop()

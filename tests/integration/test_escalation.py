@@ -11,10 +11,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import fresh_database, make_settings
 from tests.integration.helpers import Api, wait_for
-from tests.integration.test_restart import kill_namespace
-from valux.supervisors.handles import evaluator_handle
+from tests.integration.live_support import own_system
+from valux.hosting.handles import evaluator_handle
 from valux.system.runtime import Runtime
 
 STOP = {"stopLoss": {"enabled": True, "mode": "fixed", "defaultPercentage": -10}}
@@ -23,16 +22,8 @@ STOP = {"stopLoss": {"enabled": True, "mode": "fixed", "defaultPercentage": -10}
 @asynccontextmanager
 async def _system(urls: tuple[str, str], redis_url: str, data_dir: Path, ray_session: str,
                   **overrides: Any) -> AsyncIterator[Runtime]:  # fmt: skip
-    namespace = f"{ray_session}-esc-{uuid.uuid4().hex[:4]}"
-    with fresh_database(urls[0]) as database_url:
-        runtime = Runtime(make_settings(data_dir, database_url, redis_url, namespace, **overrides))
-        await runtime.start()
-        try:
-            yield runtime
-        finally:
-            kill_namespace(namespace)
-            await runtime.runner.cleanup()  # type: ignore[union-attr]
-            await runtime.pool.close()  # type: ignore[union-attr]
+    async with own_system(urls, redis_url, data_dir, ray_session, "esc", **overrides) as runtime:
+        yield runtime
 
 
 async def _buy(api: Api, token: str) -> tuple[dict[str, Any], str]:
@@ -113,8 +104,8 @@ async def test_escalation_puts_agents_in_safe_state_and_exits_still_run(
             return await api.post("/api/v1/signals", sig, 201)
 
         # The root applies its decision on its next round (ping interval).
-        refused = await wait_for(entry, lambda r: r["outcomes"][0]["status"] == "failed", 15)
-        assert "safe state" in refused["outcomes"][0]["reason"]
+        refused = await wait_for(entry, lambda r: r["outcomes"][0]["status"] == "ineligible", 15)
+        assert "REDUCING (safe state" in refused["outcomes"][0]["reason"]
         assert "evaluator" in refused["outcomes"][0]["reason"]
 
         await api.ticks([(token, 0.85)])  # below the -10 % stop: exits still run

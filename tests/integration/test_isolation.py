@@ -6,14 +6,15 @@ import uuid
 from typing import Any
 
 from tests.integration.helpers import Api
-from valux.supervisors.handles import agent_host_handle
+from valux.hosting.handles import agent_host_handle
 
 
 async def test_failing_agent_restarts_alone_then_is_quarantined(runtime: Any) -> None:
-    """A handler fault fails only that agent's outcome and restarts it from its journal
-    (its open position survives); its host-mate still trades. Past the restart intensity the
-    agent is quarantined: visible in the API with its last error, ineligible for entries,
-    until resumed."""
+    """A handler fault leaves only that agent's decision undone (``refused``, 503: nothing
+    was recorded, so posting the signal again decides it) and restarts it from its journal
+    (its open position survives); its host-mate still trades, and its answer is final. Past
+    the restart intensity the agent is quarantined: visible in the API with its last error,
+    ineligible for entries, until resumed."""
     token = f"ISO{uuid.uuid4().hex[:6]}"
     settings = runtime.settings
     async with Api(runtime.port) as api:
@@ -32,19 +33,27 @@ async def test_failing_agent_restarts_alone_then_is_quarantined(runtime: Any) ->
         both = {"id": f"s-{uuid.uuid4().hex}", "token": other, "strength": 5, "type": "t",
                 "size": "1", "agents": [bad["id"], good["id"]]}  # fmt: skip
         outcomes = {
-            o["agent_id"]: o for o in (await api.post("/api/v1/signals", both, 201))["outcomes"]
+            o["agent_id"]: o for o in (await api.post("/api/v1/signals", both, 503))["outcomes"]
         }
-        assert outcomes[bad["id"]]["status"] == "failed"
+        assert outcomes[bad["id"]]["status"] == "refused"
+        assert outcomes[bad["id"]]["final"] is False
         assert "internal error" in outcomes[bad["id"]]["reason"]
-        assert outcomes[good["id"]]["status"] == "bought"
+        assert outcomes[good["id"]]["status"] == "bought" and outcomes[good["id"]]["final"]
+        repost = await api.post("/api/v1/signals", both, 200)  # a known id: 200, duplicate
+        assert repost["duplicate"] is True
+        again = {o["agent_id"]: o for o in repost["outcomes"]}
+        # The retry decides the restarted agent; its host-mate's first answer is kept.
+        assert again[bad["id"]]["status"] == "bought" and again[bad["id"]]["final"]
+        assert again[good["id"]]["position_id"] == outcomes[good["id"]]["position_id"]
         restarted = await api.get(f"/api/v1/agents/{bad['id']}")
         assert restarted["status"] == "active"
-        assert restarted["open_positions"] == 1
+        assert restarted["open_positions"] == 2
 
         await host.inject_agent_fault.remote(bad["id"], settings.supervision.restart_intensity + 1)
         for _ in range(settings.supervision.restart_intensity + 1):
-            again = {**both, "id": f"s-{uuid.uuid4().hex}", "agents": [bad["id"]]}
-            await api.post("/api/v1/signals", again, 201)
+            faulty = {**both, "id": f"s-{uuid.uuid4().hex}", "agents": [bad["id"]]}
+            status, _ = await api.request("POST", "/api/v1/signals", None, faulty)
+            assert status in (201, 503)  # undecided while it faults, ineligible once quarantined
         quarantined = await api.get(f"/api/v1/agents/{bad['id']}")
         assert quarantined["status"] == "quarantined"
         assert "injected fault" in quarantined["last_error"]

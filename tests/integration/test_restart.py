@@ -41,7 +41,7 @@ async def test_restart_restores_agents_balances_positions_and_rearms(
     with fresh_database(server_urls[0]) as database_url:
         settings = make_settings(
             data_dir, database_url, redis_url, namespace,
-            **{"hosting.agents_per_host": 2, "hosting.wallets_per_host": 2,
+            **{"hosting.agents_per_host": 2,
                "journal.snapshot_every_events": 3},
         )  # fmt: skip
         first = Runtime(settings)

@@ -159,7 +159,9 @@ async def test_websocket_streams_prices_and_positions(runtime: Any) -> None:
     position update of a buy in that token."""
     token = f"WS{uuid.uuid4().hex[:6]}"
     async with Api(runtime.port) as api, aiohttp.ClientSession() as session:
-        ws = await session.ws_connect(f"http://127.0.0.1:{runtime.port}/ws")
+        ws = await session.ws_connect(
+            f"http://127.0.0.1:{runtime.port}/ws", headers=api.auth_headers
+        )
         await ws.send_json({"op": "subscribe", "tokens": [token]})
         ack = await ws.receive_json(timeout=5)
         assert ack["type"] == "subscribed"
@@ -191,7 +193,7 @@ async def test_health_metrics_openapi_and_supervisors(runtime: Any) -> None:
         assert "valux_journal_commit_seconds" in text
         assert 'process="valux-evaluator-0"' in text
         tree = await api.get("/supervisors")
-        assert set(tree["supervisors"]) == {"evaluators", "wallets", "agents", "feeds"}
+        assert set(tree["supervisors"]) == {"evaluators", "venues", "agents", "feeds"}
         status = await api.get("/health/status")
         assert status["actors"]["evaluators"]["children"] == 1
         doc = await api.get("/openapi.json")

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from valux.api.testing import FakeBackend, api_client
+from valux.api.testing import TEST_ADMIN, FakeBackend, api_client
 
 Client = TestClient[web.Request, web.Application]
 
@@ -66,7 +66,8 @@ async def test_create_agent_defaults(client: Client, fake: FakeBackend) -> None:
     r = await client.post("/api/v1/agents", json={"name": "b"})
     assert r.status == 201
     kwargs = fake.calls[-1][1]
-    assert kwargs == {"name": "b", "config": None, "balance": Decimal(0), "agent_id": None}
+    assert kwargs == {"name": "b", "config": None, "balance": Decimal(0), "agent_id": None,
+                      "owner": TEST_ADMIN, "venue": "paper", "wallet_id": None}  # fmt: skip
 
 
 async def test_create_agent_passes_camelcase_config_through(
@@ -142,7 +143,7 @@ async def test_list_get_patch_delete_agent(client: Client, fake: FakeBackend) ->
     assert body["name"] == "b" and body["config"] == {"s": {"k": 1, "j": 2}}
     assert fake.calls[-1] == (
         "update_agent",
-        {"agent_id": "a1", "name": "b", "config_patch": {"s": {"j": 2}}},
+        {"agent_id": "a1", "name": "b", "config_patch": {"s": {"j": 2}}, "owner": TEST_ADMIN},
     )
 
     r = await client.delete("/api/v1/agents/a1")
@@ -216,7 +217,8 @@ async def test_wallet_and_deposit(client: Client, fake: FakeBackend) -> None:
 
     r = await client.post("/api/v1/agents/a1/wallet/deposit", json={"amount": "2.5"})
     assert r.status == 200 and (await r.json())["balances"] == {"SOL": "3.5"}
-    assert fake.calls[-1][1] == {"agent_id": "a1", "asset": "SOL", "amount": Decimal("2.5")}
+    assert fake.calls[-1][1] == {"agent_id": "a1", "asset": "SOL", "amount": Decimal("2.5"),
+                                 "owner": TEST_ADMIN}  # fmt: skip
 
     r = await client.post(
         "/api/v1/agents/a1/wallet/deposit",

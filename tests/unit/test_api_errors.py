@@ -194,7 +194,7 @@ async def test_slow_backend_call_is_503_after_request_timeout() -> None:
     """A backend call that outlives request_timeout is answered 503 instead of hanging."""
 
     class SlowBackend(FakeBackend):
-        async def list_agents(self) -> list[dict[str, Any]]:
+        async def list_agents(self, *, owner: str | None = None) -> list[dict[str, Any]]:
             await asyncio.sleep(5)
             return []
 

@@ -180,7 +180,7 @@ async def test_openapi_lists_every_registered_route_and_nothing_else(client: Cli
     assert doc["openapi"] == "3.1.0"
     registered = _registered(client.app)  # type: ignore[arg-type]
     assert registered == _documented(doc)
-    assert len(registered) == len(ROUTES) == 24
+    assert len(registered) == len(ROUTES) == 52
 
 
 def test_openapi_documents_parameters_bodies_and_responses() -> None:

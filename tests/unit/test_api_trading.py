@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -11,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from valux.api.models import SignalIn
-from valux.api.testing import FakeBackend, api_client
+from valux.api.testing import TEST_ADMIN, FakeBackend, api_client
 from valux.errors import Unavailable
 from valux.feeds.ticks import Tick
 
@@ -131,13 +132,15 @@ async def test_list_positions_with_filters(client: Client, fake: FakeBackend) ->
     await client.post("/api/v1/signals", json=SIGNAL)
     r = await client.get("/api/v1/positions")
     assert r.status == 200 and len(await r.json()) == 2
-    assert fake.calls[-1][1] == {"agent_id": None, "status": None, "limit": 100, "offset": 0}
+    assert fake.calls[-1][1] == {"agent_id": None, "status": None, "limit": 100, "offset": 0,
+                                 "owner": TEST_ADMIN}  # fmt: skip
 
     r = await client.get("/api/v1/positions?agent=a1&status=open&limit=5&offset=0")
     assert r.status == 200
     rows = await r.json()
     assert [p["agent_id"] for p in rows] == ["a1"]
-    assert fake.calls[-1][1] == {"agent_id": "a1", "status": "open", "limit": 5, "offset": 0}
+    assert fake.calls[-1][1] == {"agent_id": "a1", "status": "open", "limit": 5, "offset": 0,
+                                 "owner": TEST_ADMIN}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -180,7 +183,7 @@ async def test_list_trades(client: Client, fake: FakeBackend) -> None:
     r = await client.get("/api/v1/trades?agent=b1&limit=10&offset=0")
     assert r.status == 200
     assert [t["agent_id"] for t in await r.json()] == ["b1"]
-    assert fake.calls[-1][1] == {"agent_id": "b1", "limit": 10, "offset": 0}
+    assert fake.calls[-1][1] == {"agent_id": "b1", "limit": 10, "offset": 0, "owner": TEST_ADMIN}
     r = await client.get("/api/v1/trades?limit=-3")
     assert r.status == 400 and "limit" in fields(await r.json())
 
@@ -192,7 +195,8 @@ async def test_prices(client: Client) -> None:
 
 
 async def test_manual_ticks_accepted_202(client: Client, fake: FakeBackend) -> None:
-    """POST manual ticks → 202 {"accepted": n}; the backend gets Tick objects, ts defaulted."""
+    """POST manual ticks → 202 {"accepted": n}; the backend gets Tick objects, ts defaulted
+    to now, and a ts far in the past clamped to now − 5 s (the skew allowed)."""
     r = await client.post(
         "/api/v1/feeds/manual/ticks",
         json={
@@ -204,7 +208,27 @@ async def test_manual_ticks_accepted_202(client: Client, fake: FakeBackend) -> N
     ticks = fake.calls[-1][1]["ticks"]
     assert all(isinstance(t, Tick) for t in ticks)
     assert ticks[0].price == 0.000021 and ticks[0].ts > 1e9
-    assert ticks[1] == Tick(token="X", price=2.0, ts=5.0)
+    assert (ticks[1].token, ticks[1].price) == ("X", 2.0)
+    assert abs(ticks[1].ts - (ticks[0].ts - 5.0)) < 1.0
+
+
+async def test_manual_tick_timestamps_are_clamped_to_now_plus_minus_the_skew(
+    client: Client, fake: FakeBackend
+) -> None:
+    """A caller cannot move the rules' clock: a ts an hour ahead or behind lands at now ± 5 s,
+    one inside the skew is kept as sent."""
+    now = time.time()
+    r = await client.post(
+        "/api/v1/feeds/manual/ticks",
+        json={"ticks": [{"token": "A", "price": 1, "ts": now + 3600},
+                        {"token": "B", "price": 1, "ts": now - 3600},
+                        {"token": "C", "price": 1, "ts": now - 2}]},
+    )  # fmt: skip
+    assert r.status == 202
+    a, b, c = fake.calls[-1][1]["ticks"]
+    assert now + 4 < a.ts <= now + 6
+    assert now - 6 <= b.ts < now - 4
+    assert c.ts == now - 2
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from valux.api.app import create_app
-from valux.api.testing import FakeBackend, api_client
+from valux.api.testing import TEST_ADMIN, FakeBackend, api_client, sign_in
 from valux.api.ws import HUB, WsHub, channel
 
 Client = TestClient[web.Request, web.Application]
@@ -137,9 +137,16 @@ def event(agent: str, token: str, **extra: Any) -> str:
     return json.dumps({"agent_id": agent, "token": token, **extra})
 
 
+def owned_fake() -> FakeBackend:
+    """A fake whose agents a1 and a2 belong to the user the test client signs in as."""
+    fake = FakeBackend()
+    fake.owners.update({"a1": TEST_ADMIN, "a2": TEST_ADMIN})
+    return fake
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[Client]:
-    async with api_client(FakeBackend(), redis_url=None) as c:
+    async with api_client(owned_fake(), redis_url=None) as c:
         yield c
 
 
@@ -268,7 +275,7 @@ async def test_invalid_published_messages_are_counted_not_sent(client: Client) -
 async def test_slow_client_is_disconnected_1008_without_affecting_others() -> None:
     """A client whose send queue overflows is closed with 1008 and a reason; the hub counts
     the drop, and a client that was not behind keeps receiving."""
-    async with api_client(FakeBackend(), redis_url=None, ws_queue_size=2) as client:
+    async with api_client(owned_fake(), redis_url=None, ws_queue_size=2) as client:
         hub = client.app[HUB]  # type: ignore[index]
         async with client.ws_connect("/ws") as slow, client.ws_connect("/ws") as other:
             await subscribe(slow, tokens=["BONK"])
@@ -293,7 +300,7 @@ async def test_slow_client_is_disconnected_1008_without_affecting_others() -> No
 async def test_client_whose_send_blocks_is_disconnected_1008() -> None:
     """A single send blocked longer than ws_send_timeout (a peer that stopped reading) gets
     the client closed with 1008, even though its queue never filled."""
-    async with api_client(FakeBackend(), redis_url=None, ws_send_timeout=0.1) as client:
+    async with api_client(owned_fake(), redis_url=None, ws_send_timeout=0.1) as client:
         hub = client.app[HUB]  # type: ignore[index]
         async with client.ws_connect("/ws") as ws:
             await subscribe(ws)
@@ -312,10 +319,12 @@ async def test_client_whose_send_blocks_is_disconnected_1008() -> None:
 
 async def test_shutdown_sends_1001_close_frame() -> None:
     """On app shutdown every connected WebSocket receives a close frame with code 1001."""
-    server = TestServer(create_app(FakeBackend(), redis_url=None))
+    fake = FakeBackend()
+    server = TestServer(create_app(fake, redis_url=None))
     await server.start_server()
+    _, headers = await sign_in(fake, "u_ws")
     try:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=headers) as session:
             a = await session.ws_connect(server.make_url("/ws"))
             b = await session.ws_connect(server.make_url("/ws"))
             await subscribe(a)
@@ -335,7 +344,7 @@ async def test_shutdown_sends_1001_close_frame() -> None:
 
 @pytest.fixture
 async def redis_client(redis_url: str, prefix: str) -> AsyncIterator[Client]:
-    async with api_client(FakeBackend(), redis_url=redis_url, ws_channel_prefix=prefix) as c:
+    async with api_client(owned_fake(), redis_url=redis_url, ws_channel_prefix=prefix) as c:
         yield c
 
 
@@ -396,7 +405,7 @@ async def test_redis_down_does_not_break_the_api(unused_tcp_port: int) -> None:
     """With Redis unreachable the API still serves, /ws still accepts clients, and
     /health/status shows hub.redis_connected false with the last error."""
     url = f"redis://127.0.0.1:{unused_tcp_port}/0"
-    async with api_client(FakeBackend(), redis_url=url, ws_backoff_initial=0.05) as client:
+    async with api_client(owned_fake(), redis_url=url, ws_backoff_initial=0.05) as client:
         hub = client.app[HUB]  # type: ignore[index]
         await eventually(lambda: hub.last_error is not None)
         assert (await client.get("/health/live")).status == 200

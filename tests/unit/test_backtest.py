@@ -40,7 +40,8 @@ from valux.config.settings import load_settings
 from valux.errors import InvalidRequest
 from valux.feeds.replay import ReplayFeed
 from valux.feeds.ticks import Tick
-from valux.supervisors.prices import PriceLookup
+from valux.hosting.peers import LocalPeers
+from valux.venues.paper.prices import PriceLookup
 
 T0 = 1_700_000_000.0
 
@@ -276,12 +277,12 @@ def test_backtest_settings_force_manual_feed_and_simulated_clock() -> None:
 
 def test_market_time_lookup_keeps_no_cache_and_follows_the_newest_price() -> None:
     """In simulated-clock mode the venue's clock is the newest market timestamp seen."""
-    lookup = PriceLookup(1, "ns", market_time=True)
+    lookup = PriceLookup(1, LocalPeers(), market_time=True)
     lookup.remember("A", 1.0, T0 + 60)
     lookup.remember("B", 2.0, T0)
     assert lookup.market_time() == T0 + 60
     assert lookup._cache == {}  # a replayed price's freshness is not the wall clock's
-    live = PriceLookup(1, "ns")
+    live = PriceLookup(1, LocalPeers())
     live.remember("A", 1.0)
     assert "A" in live._cache
 

@@ -102,7 +102,9 @@ def test_defaults_and_bounds_are_rendered_from_the_model() -> None:
     assert rows["purchaseLimits.minimumAgentBalance"].allowed == "amount ≥ 0.1"
     assert rows["signals.holderCountMax"].default == "unset"
     assert rows["signals.holderCountMax"].allowed == "integer ≥ 0, or `null` (unset)"
-    assert rows["stopLoss.mode"].allowed == "one of `fixed`, `exponential`, `zones`, `custom`"
+    assert rows["stopLoss.mode"].allowed == (
+        "one of `fixed`, `exponential`, `zones`, `custom`, `trailing`"
+    )
     assert rows["engine.referenceQuirks"].default == "`false`"
 
 

@@ -19,14 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from valux.evaluation.book import (
-    ArmedBook,
-    ArmedPosition,
-    BatchResult,
-    ExitParams,
-    ExitTrigger,
-    exit_reason,
-)
+from valux.evaluation.book import ArmedBook, BatchResult, ExitTrigger
+from valux.rules.armed import ArmedPosition, ExitParams, exit_reason
 from valux.rules.stop_loss import (
     StopLossParams,
     evaluate_stop,
@@ -602,8 +596,12 @@ params_st = st.builds(
     StopLossParams,
     enabled=st.sampled_from([True, True, True, False]),
     default_percentage=st.one_of(st.sampled_from([-32.0, -10.0, 0.0, -100.0]), st.floats(-100, 0)),
-    mode=st.sampled_from(["fixed", "exponential", "zones", "custom", "", "trailing?"]),
+    mode=st.sampled_from(
+        ["fixed", "exponential", "zones", "custom", "", "trailing", "trailing", "trailing?"]
+    ),
     trailing_levels=levels_st.map(tuple),
+    trailing_percentage=st.one_of(st.sampled_from([5.0, 10.0, 50.0]), st.floats(0.01, 99.99)),
+    activation_percentage=st.one_of(st.sampled_from([0.0, 3.0, 20.0]), st.floats(0, 300)),
 )
 
 
@@ -639,7 +637,8 @@ def tick_st(draw: st.DrawFn, pool: list[ArmedPosition], ts: float) -> Tick:
         pct = anchor.stop_pct if anchor.stop_pct is not None else anchor.stop.default_percentage
         price = stop_price(base, draw(st.sampled_from([pct, 10.0, 20.0, 40.0])))
     elif kind == "boundary":  # exactly on a mode's branch point, or one ulp off
-        edges = _BOUNDARIES + [c for c, _ in anchor.stop.trailing_levels]
+        edges = [*_BOUNDARIES, anchor.stop.activation_percentage]
+        edges += [c for c, _ in anchor.stop.trailing_levels]
         price = base * (1 + draw(st.sampled_from(edges)) / 100)
         price = draw(
             st.sampled_from([price, price, math.nextafter(price, 0.0), math.nextafter(price, 1.0)])
@@ -684,9 +683,10 @@ def steps_st(draw: st.DrawFn) -> list[Step]:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps_st())
 def test_book_equals_scalar_rules_tick_by_tick(steps: list[Step]) -> None:
-    """Property: for random positions (four modes plus empty/unknown, random custom
-    levels, tiny and guarded purchase prices, restored or partial state), armed in chunks
-    with re-arms, and random tick batches (on branch points, ±1 ulp, near the peak,
+    """Property: for random positions (four modes, valux's trailing mode with random
+    distance and activation, plus empty/unknown, random custom levels, tiny and guarded
+    purchase prices, restored or partial state), armed in chunks with re-arms, and
+    random tick batches (on branch points, ±1 ulp, near the peak,
     walks) interleaved with releases and disarms, the book's triggers and updates —
     which position, at which tick, with which stop pct, stop price and peak — and every
     position's stored state equal the scalar rules applied tick by tick."""
@@ -699,7 +699,8 @@ def test_book_equals_scalar_rules_on_branch_points_grid() -> None:
     peak change often lands on the other side of the branch (1e-7 → 1.2e-7 is 20 in
     decimal, 19.999999999999996 in float); the book still decides as the scalar rules."""
     custom = StopLossParams(True, -32.0, "custom", ((20.0, 5.0), (50.0, 30.0), (85.0, 60.0)))
-    modes = [FIXED, ZONES, EXPO, custom, StopLossParams(True, -32.0, "")]
+    trailing = StopLossParams(True, -5.0, "trailing", (), 5.0, 25.0)
+    modes = [FIXED, ZONES, EXPO, custom, StopLossParams(True, -32.0, ""), trailing]
     purchases = [1e-7, 2e-9, 0.0000805, 3.3e-6, 7.7e-8, 1e-15, 4.2e-5]
     edges = [0.0, 20.0, 25.0, 50.0, 85.0, 100.0, 200.0]
     steps: list[Step] = []
@@ -969,3 +970,22 @@ def test_book_exit_triggers_equal_scalar_model(steps: list[Step]) -> None:
     take_profit, stale_trade, dca), which stop — its updates, evaluation counts and
     every position's state equal the scalar model: evaluate_stop, then exit_reason."""
     _run_steps(steps)
+
+
+def test_until_trigger_stops_the_batch_at_the_first_triggering_tick() -> None:
+    """``until_trigger``: the batch ends with the first tick that triggers (all of that
+    tick's triggers are in the result); ``consumed`` counts the ticks taken, the rest are
+    not applied (the last price is the trigger tick's), and a position armed before the
+    rest is fed is evaluated on it. Without the flag every tick is taken."""
+    book = ArmedBook()
+    book.arm([pos("a", 100.0), pos("b", 100.0)])  # fixed, default -32 %: stop at 68
+    ticks = [("SOLX", 90.0, 1.0), ("SOLX", 60.0, 2.0), ("SOLX", 50.0, 3.0), ("SOLX", 40.0, 4.0)]
+    res = book.on_ticks(ticks, until_trigger=True)
+    assert res.consumed == 2
+    assert sorted(t.position_id for t in res.triggers) == ["a", "b"]
+    assert {t.ts for t in res.triggers} == {2.0}
+    assert book.last_price("SOLX") == (60.0, 2.0)
+    book.arm([pos("c", 60.0)])  # stop at 40.8: the rest of the batch crosses it at 40
+    rest = book.on_ticks(ticks[res.consumed :], until_trigger=True)
+    assert (rest.consumed, [(t.position_id, t.ts) for t in rest.triggers]) == (2, [("c", 4.0)])
+    assert book.on_ticks([("SOLX", 1.0, 5.0), ("SOLX", 2.0, 6.0)]).consumed == 2

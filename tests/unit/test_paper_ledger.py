@@ -7,7 +7,7 @@ import time
 from decimal import Decimal
 
 from valux.venues.base import OrderIntent, OrderState, OrderStatus, Side
-from valux.venues.paper import PaperVenue
+from valux.venues.paper.venue import PaperVenue
 
 
 class MemoryLedger:
@@ -17,7 +17,7 @@ class MemoryLedger:
     async def load(self, intent_id: str) -> OrderStatus | None:
         return self.rows.get(intent_id)
 
-    async def record(self, status: OrderStatus) -> None:
+    async def record(self, intent: OrderIntent, status: OrderStatus) -> None:
         self.rows.setdefault(status.intent_id, status)
 
 

@@ -22,7 +22,7 @@ from valux.venues.base import (
     VenueUnavailable,
     should_retry,
 )
-from valux.venues.paper import PaperVenue
+from valux.venues.paper.venue import PaperVenue
 
 D = Decimal
 

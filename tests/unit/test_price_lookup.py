@@ -3,47 +3,39 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
-import valux.supervisors.prices as prices_module
-from valux.supervisors.prices import PriceLookup
+from valux.hosting.peers import LocalPeers
+from valux.venues.paper.prices import PriceLookup
 
 
 class _Evaluator:
-    """Stands in for an evaluator handle: ``latest_price.remote(token)`` is awaitable."""
+    """Stands in for an evaluator: ``latest_price(token)`` answers once released."""
 
     def __init__(self, answer: tuple[float, float] | None, fail: bool = False) -> None:
         self.calls: list[str] = []
         self.answer = answer
         self.fail = fail
         self.release = asyncio.Event()
-        self.latest_price = self
 
-    def remote(self, token: str) -> Any:
+    async def latest_price(self, token: str) -> tuple[float, float] | None:
         self.calls.append(token)
-
-        async def reply() -> tuple[float, float] | None:
-            await self.release.wait()
-            if self.fail:
-                raise ConnectionError("evaluator down")
-            return self.answer
-
-        return reply()
+        await self.release.wait()
+        if self.fail:
+            raise ConnectionError("evaluator down")
+        return self.answer
 
 
 def _lookup(
     monkeypatch: pytest.MonkeyPatch, answer: tuple[float, float], *, fail: bool = False
 ) -> tuple[PriceLookup, _Evaluator]:
-    """A live-mode lookup whose evaluator handle is a :class:`_Evaluator`."""
+    """A live-mode lookup whose evaluators (both shards) are one :class:`_Evaluator`."""
     evaluator = _Evaluator(answer, fail)
-
-    async def handle(shard: int, namespace: str) -> _Evaluator:
-        return evaluator
-
-    monkeypatch.setattr(prices_module, "evaluator_handle", handle)
-    return PriceLookup(2, "ns"), evaluator
+    peers = LocalPeers()
+    for shard in (0, 1):
+        peers.register("evaluator", shard, evaluator)
+    return PriceLookup(2, peers), evaluator
 
 
 async def test_concurrent_lookups_share_one_evaluator_call(

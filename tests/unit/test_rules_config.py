@@ -509,11 +509,22 @@ def test_val3_default_percentage_outside_range_names_the_limit() -> None:
     }
 
 
-def test_val3_mode_is_one_of_four() -> None:
-    """VAL-3: mode is fixed, exponential, zones or custom."""
+def test_val3_mode_is_one_of_four_or_valux_trailing() -> None:
+    """VAL-3: mode is fixed, exponential, zones or custom, or valux's trailing (which needs
+    its distance below the peak when enabled); anything else names the mode."""
     for mode in ("fixed", "exponential", "zones"):
         assert load_agent_config(section("stopLoss", mode=mode)).stop_loss.mode == mode
-    assert list(problems(section("stopLoss", mode="trailing"))) == ["stop_loss.mode"]
+    assert list(problems(section("stopLoss", mode="ratchet"))) == ["stop_loss.mode"]
+    assert problems(section("stopLoss", mode="trailing")) == {
+        "stop_loss.trailing_percentage": "is required when trailing stop loss is enabled"
+    }
+    trailing = load_agent_config(
+        section("stopLoss", mode="trailing", trailingPercentage=5, activationPercentage=3)
+    ).stop_loss
+    assert (trailing.trailing_percentage, trailing.activation_percentage) == (5.0, 3.0)
+    assert list(problems(section("stopLoss", mode="trailing", trailingPercentage=100))) == [
+        "stop_loss.trailing_percentage"
+    ]
 
 
 def test_val3_trailing_level_bounds() -> None:
@@ -894,7 +905,7 @@ def test_camel_document_uses_the_reference_spelling() -> None:
     assert document["stopLoss"]["trailingLevels"] == [{"change": 50, "stopLoss": 20}]
     assert document["dca"]["maxDCACount"] == 3
     assert document["positionCalculator"]["solBalanceThresholds"]["minimum"] == 0.2
-    assert set(document) == {*DEFAULT_CONFIG_DOCUMENT, "engine"}
+    assert set(document) == {*DEFAULT_CONFIG_DOCUMENT, "engine", "risk"}
 
 
 def test_camel_document_keeps_money_exact_when_a_double_cannot() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from valux.evaluation.book import ExitParams, exit_reason
 from valux.rules import orchestration
+from valux.rules.armed import ExitParams, exit_reason
 from valux.rules.config import AgentConfig, DcaLevel, load_agent_config
 from valux.rules.dca import DcaDecision, apply_dca, track_lowest_price
 from valux.rules.orchestration import (

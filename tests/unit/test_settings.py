@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -51,11 +52,7 @@ def test_defaults_match_the_documented_values() -> None:
     assert (s.api.host, s.api.port, s.api.max_body_bytes) == ("127.0.0.1", 8080, 1_048_576)
     assert s.api.shutdown_timeout_s == 10.0
     assert s.data_dir == Path.home() / ".valux"
-    assert (s.hosting.agents_per_host, s.hosting.wallets_per_host, s.hosting.evaluators) == (
-        200,
-        200,
-        2,
-    )
+    assert (s.hosting.agents_per_host, s.hosting.evaluators) == (200, 2)
     assert s.journal.snapshot_every_events == 100
     assert s.supervision.restart_intensity == 5
     assert s.supervision.step_timeout_s == 10.0
@@ -77,6 +74,30 @@ def test_example_config_is_valid_and_equals_the_defaults() -> None:
     """valux.example.toml loads without error and documents exactly the defaults."""
     from_file = load_settings(config_file=REPO_ROOT / "valux.example.toml", env={})
     assert from_file == load_settings(env={})
+
+
+def test_example_config_names_every_setting() -> None:
+    """Every leaf setting appears in valux.example.toml (commented out when it has no
+    default value), so the documented file cannot drift behind the model."""
+    text = (REPO_ROOT / "valux.example.toml").read_text(encoding="utf-8")
+
+    def leaves(model: type[pydantic.BaseModel], prefix: str) -> list[str]:
+        out = []
+        for name, field in model.model_fields.items():
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, pydantic.BaseModel):
+                out += leaves(kind, f"{prefix}{name}.")
+            else:
+                out.append(f"{prefix}{name}")
+        return out
+
+    missing = [
+        key
+        for key in leaves(Settings, "")
+        if not re.search(rf"^#? ?{re.escape(key.rsplit('.', 1)[-1])} = ", text, re.MULTILINE)
+        and f"[[{key}]]" not in text
+    ]
+    assert missing == []
 
 
 def test_settings_are_frozen_and_reject_unknown_fields() -> None:
@@ -227,7 +248,7 @@ def test_port_zero_is_allowed() -> None:
 
 def test_every_problem_is_reported_once_with_its_source(tmp_path: Path) -> None:
     """Unknown file key, unknown env key, invalid values: ONE error, one line each, with source."""
-    config = write(tmp_path, "[api]\nprot = 8081\n[hosting]\nwallets_per_host = 0\n")
+    config = write(tmp_path, "[api]\nprot = 8081\n[hosting]\nagents_per_host = 0\n")
     message = error_of(
         config_file=config,
         env={"VALUX_BOGUS": "1", "VALUX_API__PORT": "70000"},
@@ -249,8 +270,8 @@ def test_every_problem_is_reported_once_with_its_source(tmp_path: Path) -> None:
     assert "env VALUX_BOGUS" in line_for("bogus")
     assert "less than or equal to 65535" in line_for("api.port")
     assert "got '70000' from env VALUX_API__PORT" in line_for("api.port")
-    assert "greater than or equal to 1" in line_for("hosting.wallets_per_host")
-    assert f"from file {config}" in line_for("hosting.wallets_per_host")
+    assert "greater than or equal to 1" in line_for("hosting.agents_per_host")
+    assert f"from file {config}" in line_for("hosting.agents_per_host")
     assert "from flag --evaluators" in line_for("hosting.evaluators")
 
 

@@ -438,3 +438,54 @@ def test_sl2_batched_peak_change_equals_the_scalar(purchases: list[float], peak:
     assert peak_change_percents(purchases, peak) == [
         peak_change_percent(q, peak) for q in purchases
     ]
+
+
+# -- valux's trailing mode (an extension of the reference's four) --------------------------
+
+
+def trailing(distance: float, activation: float = 0.0, default: float = -5.0) -> StopLossParams:
+    return StopLossParams(True, default, "trailing", (), distance, activation)
+
+
+def walk(params: StopLossParams, purchase: float, prices: list[float]) -> list[StopDecision]:
+    """evaluate_stop along ``prices``, storing what it says to store (as an agent does)."""
+    pct, peak = initial_stop(purchase, params)
+    out = []
+    for price in prices:
+        decision = evaluate_stop(
+            purchase_price=purchase, stored_peak=peak, stored_pct=pct, price=price, params=params
+        )
+        if decision.updated:
+            pct, peak = decision.stop_pct, decision.peak
+        out.append(decision)
+    return out
+
+
+def test_trailing_stop_sits_its_distance_below_the_highest_price() -> None:
+    """A 5 % trail from entry: bought at 100, the stop is 95; after a peak of 120 it is
+    114 (= 0.95 × 120, up to float rounding) and stays there when the price falls back;
+    114 itself triggers (inclusive), 114.5 does not."""
+    params = trailing(5.0)
+    up, back, above, at = walk(params, 100.0, [120.0, 116.0, 114.5, 114.0])
+    assert up.stop_price == pytest.approx(114.0, rel=1e-12) and not up.triggered
+    assert back.stop_price == up.stop_price and not back.triggered
+    assert not above.triggered and at.triggered
+    assert walk(params, 100.0, [95.0])[0].triggered
+
+
+def test_trailing_stop_waits_for_its_activation_gain_and_is_never_looser_than_default() -> None:
+    """With activation at +10 %, a peak of +8 % leaves the default stop (-5 %: 95); from
+    +10 % the trail applies; a trail wider than the default never loosens the stop below
+    the default (a 20 % trail from 100 at a peak of 110 would be 88; the default 95
+    holds)."""
+    params = trailing(5.0, activation=10.0)
+    assert walk(params, 100.0, [108.0])[0].stop_pct == -5.0
+    assert walk(params, 100.0, [110.0])[0].stop_price == pytest.approx(104.5, rel=1e-12)
+    assert walk(trailing(20.0), 100.0, [110.0])[0].stop_pct == -5.0
+    assert target_percentage(50.0, trailing(10.0)) == 150.0 * 0.9 - 100.0
+
+
+def test_trailing_values_below_the_purchase_price_are_kept() -> None:
+    """SL-5.4 (a value ≤ 0 gives the default) does not apply to trailing: a 5 % trail at a
+    peak of +2 % is -3.1 %, tighter than the default -10 %, and it is what applies."""
+    assert target_percentage(2.0, trailing(5.0, default=-10.0)) == 102.0 * 0.95 - 100.0

@@ -19,24 +19,30 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
 import time
+import uuid
 from collections import defaultdict
 from typing import Any
 
 import asyncpg
 import structlog
 
-from valux.actors.exit_rules import decode_exits, stop_params
+from valux.config.secrets import with_password
 from valux.config.settings import Settings
-from valux.evaluation.book import ArmedBook, ArmedPosition, ExitTrigger, StopWrites
+from valux.evaluation.book import ArmedBook, ExitTrigger, StopWrites
+from valux.hosting.host import node_id
+from valux.hosting.naming import evaluator_name, shard_of
+from valux.hosting.peers import Peers, RayPeers
 from valux.observability.logging import configure_logging
 from valux.observability.metrics import ARMED_POSITIONS, EVALUATION_SECONDS, collect_families
+from valux.persistence.starts import record_start
+from valux.rules.armed import ArmedPosition
+from valux.rules.exit_rules import decode_exits, stop_params
 from valux.schema.messages import ExitRequest
-from valux.supervisors.handles import agent_host_handle
-from valux.supervisors.naming import shard_of
 
 _STOPS_FLUSH_S = 0.1
 _STOPS_CHUNK = 20_000  # rows per upsert statement
@@ -59,8 +65,11 @@ class StopLossEvaluator:
 
     # Ray runs an async constructor to completion before the actor takes its first call,
     # which is exactly the recovery contract; mypy only knows synchronous constructors.
-    async def __init__(self, shard: int, settings: Settings, database_url: str) -> None:  # type: ignore[misc]
+    async def __init__(  # type: ignore[misc]
+        self, shard: int, settings: Settings, database_url: str, *, peers: Peers | None = None
+    ) -> None:
         self.shard = shard
+        self.peers: Peers = peers if peers is not None else RayPeers(settings.ray.namespace)
         self.settings = settings
         self.shards = settings.hosting.evaluators
         configure_logging(
@@ -70,8 +79,17 @@ class StopLossEvaluator:
         self.book = ArmedBook(record_updates=False)
         self.started_at = time.time()
         self.pool: asyncpg.Pool = await asyncpg.create_pool(
-            database_url, min_size=1, max_size=2, timeout=settings.database.connect_timeout_s
+            with_password(database_url),
+            min_size=1,
+            max_size=2,
+            timeout=settings.database.connect_timeout_s,
+            command_timeout=60,  # a database that hangs fails the start (Ray restarts it)
         )
+        self.incarnation = uuid.uuid4().hex
+        try:
+            await record_start(self.pool, evaluator_name(shard), self.incarnation)
+        except Exception as exc:  # the supervisor then counts restarts by ping
+            self.log.warning("start_not_recorded", error=str(exc))
         self._stops_task: asyncio.Task[None] | None = None
         self._exit_tasks: set[asyncio.Task[None]] = set()
         self._received: dict[str, float] = {}  # token -> wall time of its last tick here
@@ -172,25 +190,40 @@ class StopLossEvaluator:
     # -- ticks -----
 
     async def on_ticks(
-        self, ticks: list[tuple[str, float, float]], entered_at: float | None = None
-    ) -> dict[str, int]:
+        self,
+        ticks: list[tuple[str, float, float]],
+        entered_at: float | None = None,
+        *,
+        until_trigger: bool = False,
+    ) -> dict[str, Any]:
         """Evaluate a tick batch; dispatch exits; never waits for the exits to finish.
         ``entered_at``: when the batch entered its feed (wall clock), carried by the
-        exits as ``detected_at`` for tick → exit latency; this call's arrival if None."""
+        exits as ``detected_at`` for tick → exit latency; this call's arrival if None.
+        ``until_trigger`` (backtests): stop after the first tick that triggers; the answer
+        says how many ticks were ``consumed`` and lists the ``exits`` dispatched as
+        ``(agent_id, position_id, reason)``."""
         received = time.time()
         started = time.perf_counter()
-        result = self.book.on_ticks(ticks)
+        result = self.book.on_ticks(ticks, until_trigger=until_trigger)
         EVALUATION_SECONDS.observe(time.perf_counter() - started)
-        for token in {t[0] for t in ticks}:
+        taken = ticks if result.consumed == len(ticks) else ticks[: result.consumed]
+        for token in {t[0] for t in taken}:
             self._received[token] = received
-        self.ticks_seen += len(ticks)
+        self.ticks_seen += result.consumed
         self.batches += 1
         if result.stop_writes:
             self._schedule_stop_writes()
         if result.triggers:
             self.triggers += len(result.triggers)
             self._dispatch(result.triggers, received if entered_at is None else entered_at)
-        return {"evaluated": result.evaluated, "triggers": len(result.triggers)}
+        answer: dict[str, Any] = {
+            "evaluated": result.evaluated,
+            "triggers": len(result.triggers),
+            "consumed": result.consumed,
+        }
+        if until_trigger:
+            answer["exits"] = [(t.agent_id, t.position_id, t.reason) for t in result.triggers]
+        return answer
 
     def _dispatch(self, triggers: list[ExitTrigger], received: float) -> None:
         by_host: dict[int, list[ExitRequest]] = defaultdict(list)
@@ -216,8 +249,7 @@ class StopLossEvaluator:
         from valux.observability.metrics import TICK_TO_EXIT_SECONDS
 
         try:
-            handle = await agent_host_handle(host, self.settings.ray.namespace)
-            results: list[dict[str, Any]] = await handle.on_exits.remote(exits)
+            results: list[dict[str, Any]] = await self.peers.call("agent", host, "on_exits", exits)
         except Exception as exc:  # host down: release so the next tick retries the exit
             self.log.warning("exit_dispatch_failed", host=host, error=str(exc), count=len(exits))
             self.book.release([e.position_id for e in exits])
@@ -338,6 +370,7 @@ class StopLossEvaluator:
         return {
             "kind": "evaluator",
             "pid": os.getpid(),
+            "node": node_id(),
             "shard": self.shard,
             "armed": self.book.armed_count(),
             "ticks": self.ticks_seen,
@@ -346,12 +379,18 @@ class StopLossEvaluator:
             "rearmed": self.rearmed,
             "rearm_seconds": self.rearm_seconds,
             "started_at": self.started_at,
+            "incarnation": self.incarnation,
         }
 
     async def metrics(self) -> list[Any]:
         return collect_families()
 
     async def shutdown(self) -> dict[str, Any]:
+        for task in (self._watchdog, self._stops_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await self._write_stops(self.book.take_stop_writes(time.time()))
         await self.pool.close()
         return {"armed": self.book.armed_count()}

@@ -19,8 +19,10 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from valux.api.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from valux.api.keys import MAX_BODY_BYTES
+from valux.api.keys import CLIENT_IP, MAX_BODY_BYTES, PRINCIPAL
 from valux.api.models import ID_RE
+from valux.api.security import Principal
+from valux.auth.errors import AuthRequired
 from valux.errors import FieldError
 
 M = TypeVar("M", bound=BaseModel)
@@ -124,29 +126,63 @@ def validate(model: type[M], data: object, *, what: str) -> M:
         raise BadRequest(f"invalid {what}: {names}", errors=errors) from None
 
 
-async def read_json(request: web.Request) -> Any:
-    """The request body as JSON, enforcing content type (415) and size (413)."""
+async def read_raw(request: web.Request) -> bytes:
+    """The raw JSON request body, enforcing content type (415) and size (413)."""
     max_size = request.app[MAX_BODY_BYTES]
     if not request.body_exists:
         raise BadRequest("a JSON request body is required", errors=[FieldError("body", "required")])
     if request.content_type not in JSON_TYPES:
         raise UnsupportedMediaType(
-            f"send the body as application/json (got {request.content_type})"
+            f"send the body as application/json (got {request.content_type})",
+            errors=[FieldError("Content-Type", "must be application/json")],
         )
     if request.content_length is not None and request.content_length > max_size:
-        raise PayloadTooLarge(f"request body exceeds {max_size} bytes")
+        raise PayloadTooLarge(
+            f"request body exceeds {max_size} bytes", errors=[FieldError("body", "too large")]
+        )
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"request body exceeds {max_size} bytes") from None
+        raise PayloadTooLarge(
+            f"request body exceeds {max_size} bytes", errors=[FieldError("body", "too large")]
+        ) from None
     if not raw.strip():
         raise BadRequest("request body is empty", errors=[FieldError("body", "required")])
-    return loads(raw)
+    return raw
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON, enforcing content type (415) and size (413)."""
+    return loads(await read_raw(request))
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:
     """Read, parse and validate a JSON body with ``model``."""
     return validate(model, await read_json(request), what="request body")
+
+
+async def read_optional_body(request: web.Request, model: type[M]) -> M:
+    """Like :func:`read_body`, but no body at all means ``model()`` (its defaults)."""
+    if not request.body_exists or request.content_length == 0:
+        return validate(model, {}, what="request body")
+    return await read_body(request, model)
+
+
+def caller(request: web.Request) -> Principal:
+    """The authenticated caller (the security middleware put it there)."""
+    if PRINCIPAL not in request:  # a public route reached a handler that needs a caller
+        raise AuthRequired("this route needs Authorization: Bearer <access token>")
+    return request[PRINCIPAL]
+
+
+def owner(request: web.Request) -> str:
+    """The caller's user id: every resource a handler touches must be this user's."""
+    return caller(request).user_id
+
+
+def ip(request: web.Request) -> str:
+    """The client address (``api.trust_forwarded_for`` decides whether a proxy's counts)."""
+    return request.get(CLIENT_IP) or request.remote or "unknown"
 
 
 def read_query(request: web.Request, model: type[M]) -> M:

@@ -2,7 +2,8 @@
 
 Kept in their own module so handlers, middlewares and the app factory can share
 them without importing each other. (The hub's key, ``HUB``, lives in
-:mod:`valux.api.ws` beside the hub.)
+:mod:`valux.api.ws` beside the hub; ``AUTH`` and ``BOOTSTRAP`` in
+:mod:`valux.api.auth_service` beside the service.)
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from aiohttp import web
 
 from valux.api.backend import Backend
 from valux.api.metrics import ApiMetrics
+from valux.api.routes import Route
+from valux.api.security import Principal
 
 BACKEND = web.AppKey[Backend]("backend")
 """The engine behind the API."""
@@ -34,3 +37,12 @@ LONG_LIVED_PATHS = web.AppKey("long_lived_paths", frozenset[str])
 
 REQUEST_ID = web.RequestKey("request_id", str)
 """The request's id, echoed in ``X-Request-Id`` and in error bodies."""
+
+ROUTE_TABLE = web.AppKey("route_table", dict[str, Route])
+"""Every served route by its operation id (the aiohttp route name): its access rule."""
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+"""The authenticated caller (absent on public routes)."""
+
+CLIENT_IP = web.RequestKey("client_ip", str)
+"""The client address used for rate limits and the audit log."""

@@ -104,6 +104,84 @@ class AgentCreate(_Body):
         default=Decimal(0), description="Starting paper balance in the quote currency."
     )
     id: Id | None = Field(default=None, description="Client-chosen agent id; generated if absent.")
+    venue: Literal["paper", "jupiter", "uniswap"] = Field(
+        default="paper",
+        description="Where it trades: ``paper`` (a paper wallet of its own holding ``balance``),"
+        " ``jupiter`` (Solana) or ``uniswap`` (Arbitrum), from the live wallet ``wallet_id``;"
+        " a live agent's signals name token mints / addresses.",
+    )
+    wallet_id: Id | None = Field(
+        default=None, description="The live wallet of a ``jupiter`` agent (POST /api/v1/wallets)."
+    )
+
+    @model_validator(mode="after")
+    def _wallet_for_live(self) -> AgentCreate:
+        if (self.venue == "paper") != (self.wallet_id is None):
+            raise ValueError("wallet_id is required for a live venue and absent for paper")
+        if self.venue != "paper" and self.balance:
+            raise ValueError("a live agent's balance is its wallet's: fund the wallet instead")
+        return self
+
+
+Passphrase = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
+"""A wallet passphrase: 8 characters or more (it is the only thing between a stolen
+database and the keys)."""
+
+
+class WalletCreate(_Body):
+    """Body of ``POST /api/v1/wallets``: a new wallet, or an imported key."""
+
+    chain: Literal["solana", "arbitrum"] = Field(description="The chain the wallet lives on.")
+    passphrase: Passphrase = Field(description="Encrypts the key at rest (scrypt + AES-GCM).")
+    secret: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="A key to import: Solana, a base58 secret or a CLI JSON keypair; Arbitrum,"
+        " a 0x-hex private key. Absent: a new key is made.",
+    )
+    agent_id: Id | None = Field(
+        default=None, description="The agent (not yet created) this wallet is for."
+    )
+
+
+class WalletUnlock(_Body):
+    """Body of ``POST /api/v1/wallets/{id}/unlock``."""
+
+    passphrase: Passphrase
+    ttl_s: float | None = Field(
+        default=None, gt=0, description="How long the unlock lasts (default custody.unlock_ttl_s)."
+    )
+
+
+class WalletLock(_Body):
+    """Body of ``POST /api/v1/wallets/{id}/lock`` (may be empty)."""
+
+    force: bool = Field(
+        default=False,
+        description="Wipe the key even while positions are open (their exits then fail).",
+    )
+
+
+class WalletExport(_Body):
+    """Body of ``POST /api/v1/wallets/{id}/export``."""
+
+    passphrase: Passphrase
+    confirm: Literal[True] = Field(description="Must be true: the key is shown once.")
+
+
+class SpendPolicyIn(_Body):
+    """Body of ``PUT /api/v1/wallets/{id}/policy``: the wallet's spend policy (every limit
+    must be said; ``null`` = no limit)."""
+
+    max_per_order: Decimal | None = Field(description="Largest buy, in the quote asset.")
+    max_per_day: Decimal | None = Field(description="Most spent on buys per UTC day.")
+    allowed_tokens: list[Token] | None = Field(default=None, description="Mints; null = any.")
+    max_price_impact: Decimal | None = Field(default=None, description="Fraction, e.g. 0.02.")
+    max_exit_price_impact: Decimal | None = None
+    max_priority_fee_lamports: int | None = None
+    allowed_contracts: list[Token] | None = Field(
+        default=None, description="EVM: every contract a swap may call or approve; null = any."
+    )
 
 
 class AgentPatch(_Body):
@@ -127,6 +205,17 @@ class DepositIn(_Body):
 
     amount: PositiveDecimal
     asset: Asset = "SOL"
+
+
+class StateIn(_Body):
+    """Body of ``POST /api/v1/agents/{id}/state`` and ``POST /api/v1/risk/state``.
+
+    ``ACTIVE``: normal trading. ``REDUCING``: no entries, every exit runs (what pause
+    means). ``HALTED``: nothing runs, exits included; ``/health/ready`` lists the positions
+    this leaves unprotected."""
+
+    state: Literal["ACTIVE", "REDUCING", "HALTED"]
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
 
 
 # -------------------------------------------------------------------- signals
@@ -204,6 +293,110 @@ class TicksIn(_Body):
     ticks: Annotated[list[TickIn], Field(min_length=1, max_length=10_000)]
 
 
+# ------------------------------------------------------------------ users and auth
+
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=3, max_length=254, pattern=r"^[^@\s]{1,64}@[^@\s]+$"
+    ),
+]
+Password = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+"""Any password is accepted for login; a *new* password must also meet the minimum."""
+SignInText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+SignatureText = Annotated[str, StringConstraints(min_length=1, max_length=600)]
+RefreshToken = Annotated[
+    str, StringConstraints(min_length=16, max_length=256, pattern=r"^[A-Za-z0-9_-]+$")
+]
+ScopeName = Literal["read", "trade", "admin"]
+
+
+def _default_scopes() -> list[ScopeName]:
+    return ["read", "trade"]
+
+
+class RegisterIn(_Body):
+    """Body of ``POST /api/v1/auth/register``."""
+
+    email: Email
+    password: Password = Field(
+        description="At least 10 characters; not a common password, not containing the e-mail."
+    )
+
+
+class LoginIn(_Body):
+    """Body of ``POST /api/v1/auth/login``: ``{email, password}`` or ``{message, signature}``.
+
+    A wallet login sends the EIP-4361 (Sign-In with Ethereum) or Sign-In with Solana
+    message it signed, with a nonce from ``GET /api/v1/auth/nonce``, and the signature
+    (EVM: 65 bytes as hex; Solana: 64 bytes as base58)."""
+
+    email: Email | None = None
+    password: Password | None = None
+    message: SignInText | None = None
+    signature: SignatureText | None = None
+
+
+class WalletIn(_Body):
+    """Body of ``POST /api/v1/auth/wallets``: a signed SIWE / SIWS message to link."""
+
+    message: SignInText
+    signature: SignatureText
+
+
+class RefreshIn(_Body):
+    """Body of ``POST /api/v1/auth/refresh``."""
+
+    refresh_token: RefreshToken
+
+
+class LogoutIn(_Body):
+    """Body of ``POST /api/v1/auth/logout`` (optional).
+
+    The access token used is revoked at once. ``refresh_token`` ends its session (its
+    family); ``everywhere`` ends every session of the user."""
+
+    refresh_token: RefreshToken | None = None
+    everywhere: bool = False
+
+
+class PasswordChangeIn(_Body):
+    """Body of ``POST /api/v1/auth/password``; every session is signed out."""
+
+    current_password: Password
+    new_password: Password
+
+
+class ApiKeyIn(_Body):
+    """Body of ``POST /api/v1/keys``."""
+
+    name: Name
+    scopes: Annotated[list[ScopeName], Field(min_length=1, max_length=3)] = Field(
+        default_factory=_default_scopes,
+        description="read: GET; trade: also change state (signals, agents); "
+        "admin: also the system routes (admins only).",
+    )
+
+
+class WebhookIn(_Body):
+    """Body of ``POST /api/v1/webhooks``."""
+
+    name: Name
+
+
+class AuditQuery(_Query):
+    """Query string of ``GET /api/v1/audit``."""
+
+    event: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,64}$")] | None = Field(
+        default=None, description="Only this event (e.g. login_failed)."
+    )
+    user: Annotated[str, StringConstraints(pattern=ID_PATTERN)] | None = Field(
+        default=None, description="Only rows about this user id."
+    )
+    limit: Limit = 100
+    offset: Offset = 0
+
+
 # ------------------------------------------------------------------ websocket
 
 
@@ -266,9 +459,22 @@ class SignalOutcomeOut(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     agent_id: str
-    status: Literal["bought", "ineligible", "failed"]
+    status: Literal["bought", "ineligible", "failed", "pending", "refused"]
     reason: str | None = None
     position_id: str | None = None
+    final: bool | None = None
+    """True: recorded, a repeat of the signal answers exactly this. False: ``pending`` (a buy
+    in flight; ``GET /api/v1/signals/{id}`` shows how it ended) or ``refused`` (the agent
+    could not decide now; posting the signal again decides it)."""
+
+
+class RiskStateOut(BaseModel):
+    """``GET/POST /api/v1/risk/state``: the global trading state."""
+
+    model_config = ConfigDict(extra="allow")
+
+    state: Literal["ACTIVE", "REDUCING", "HALTED"]
+    reason: str | None = None
 
 
 class SignalResultOut(BaseModel):
@@ -279,3 +485,79 @@ class SignalResultOut(BaseModel):
     signal_id: str
     duplicate: bool
     outcomes: list[SignalOutcomeOut]
+
+
+class TokensOut(BaseModel):
+    """A login, registration or refresh: the tokens (the refresh token is shown once)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int = Field(description="Seconds the access token is valid.")
+    refresh_token: str
+    refresh_expires_in: int
+
+
+class NonceOut(BaseModel):
+    """``GET /api/v1/auth/nonce``: put it in the SIWE / SIWS message; single use."""
+
+    nonce: str
+    expires_in: int
+
+
+class IdentityOut(BaseModel):
+    """One way the user logs in."""
+
+    kind: Literal["password", "siwe", "siws"]
+    subject: str
+    created_at: str
+    last_login_at: str | None = None
+
+
+class UserOut(BaseModel):
+    """``GET /api/v1/auth/me``."""
+
+    id: str
+    email: str | None
+    role: Literal["user", "admin"]
+    created_at: str
+    identities: list[IdentityOut]
+
+
+class ApiKeyOut(BaseModel):
+    """An API key's public fields; ``key`` only in the answer that created it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    hint: str
+    name: str
+    scopes: list[str]
+    created_at: str
+    revoked_at: str | None = None
+    key: str | None = None
+
+
+class WebhookOut(BaseModel):
+    """A signal webhook; ``secret`` only in the answer that created it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    name: str
+    url: str
+    created_at: str
+    revoked_at: str | None = None
+    secret: str | None = None
+
+
+class UserStateOut(BaseModel):
+    """``POST /api/v1/risk/user-state``: the state applied to each of the caller's agents."""
+
+    model_config = ConfigDict(extra="allow")
+
+    state: Literal["ACTIVE", "REDUCING", "HALTED"]
+    reason: str | None = None
+    agents: list[str]
+    failed: list[str]

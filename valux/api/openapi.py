@@ -1,11 +1,17 @@
 """The OpenAPI 3.1 document, generated from the route table and request models.
 
 Nothing here is written by hand per endpoint: paths, methods, path and query
-parameters, request bodies and responses all come from the :class:`Route`
-entries the app registers, and schemas from the pydantic models the handlers
-validate with. Error responses are derived from what a route can fail with:
-400 for any parameters or body, 413/415 for a body, 404 for a path id, 503 and
-422 for a backend call, 500 always.
+parameters, request bodies, responses and security all come from the
+:class:`Route` entries the app registers, and schemas from the pydantic models
+the handlers validate with. Error responses are derived from what a route can
+fail with: 400 for any parameters or body and for a foreign ``Host``, 413/415
+for a body, 404 for a path id, 401 and 403 for a route that needs a caller
+(403 also for a foreign ``Origin`` on a state change), 429 for a rate-limited
+route, 503 and 422 for a backend call, 500 always.
+
+Security schemes: ``bearerAuth`` (the access token from ``/api/v1/auth/login``),
+``apiKeyAuth`` (``X-API-Key``) and ``webhookSignature`` (``X-Valux-Signature``);
+each operation lists the ones it accepts, and public ones an empty list.
 """
 
 from __future__ import annotations
@@ -18,17 +24,22 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from valux.api.models import ID_PATTERN, ErrorOut
-from valux.api.routes import Route
+from valux.api.routes import Access, Route
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 
 ERROR_DESCRIPTIONS = {
-    400: "Invalid request; `error.errors` names each field.",
-    404: "No such resource.",
+    400: "Invalid request (or a Host outside `api.allowed_hosts`); `error.errors` names "
+    "each field.",
+    401: "No credential, or an expired, revoked or wrong one (`WWW-Authenticate: Bearer`).",
+    403: "Not allowed: the admin role, an API key scope, a session (not an API key), or "
+    "a browser Origin outside `api.cors_origins`.",
+    404: "No such resource (another user's resource is answered the same way).",
     409: "Conflicts with the current state.",
     413: "Body larger than the limit.",
     415: "Body is not application/json.",
     422: "Refused by the engine for a domain reason.",
+    429: "Over a rate limit; `Retry-After` says when to try again.",
     500: "Internal error (details only in the server log, by request id).",
     503: "A dependency is unavailable or the request timed out; retry later.",
 }
@@ -81,10 +92,55 @@ def _query_parameters(model: type[BaseModel], schema: dict[str, Any]) -> list[di
     return params
 
 
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "The access token of `POST /api/v1/auth/login` (15 minutes; renew it "
+        "with `POST /api/v1/auth/refresh`).",
+    },
+    "apiKeyAuth": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "An API key (`vx_...`) from `POST /api/v1/keys`, with the scope the "
+        "route needs: `read` for GET, `trade` for the rest, `admin` for system routes.",
+    },
+    "webhookSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Valux-Signature",
+        "description": '`t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + raw body>` with '
+        "the webhook's secret; at most 300 s old.",
+    },
+}
+
+_SECURITY: dict[Access, list[dict[str, list[str]]]] = {
+    Access.PUBLIC: [],
+    Access.USER: [{"bearerAuth": []}, {"apiKeyAuth": []}],
+    Access.SESSION: [{"bearerAuth": []}],
+    Access.ADMIN: [{"bearerAuth": []}, {"apiKeyAuth": []}],
+    Access.WEBHOOK: [{"webhookSignature": []}],
+}
+
+
 def _errors_for(route: Route) -> list[int]:
     codes = set(route.errors) | {500}
     if route.body or route.query or route.path_params:
         codes.add(400)
+    if route.path not in ("/health/live", "/health/ready"):
+        codes.add(400)  # a foreign Host
+    if route.access is not Access.PUBLIC:
+        codes.add(401)
+    if route.access in (Access.USER, Access.SESSION, Access.ADMIN):
+        codes.add(403)
+    if route.method not in ("GET", "HEAD") or route.long_lived:
+        codes.add(403)  # a foreign Origin
+    if route.rate_limit is not None:
+        codes.add(429)
+    if route.rate_limit == "auth":
+        codes.add(503)  # Redis down
     if route.body:
         codes |= {413, 415}
     if route.path_params:
@@ -123,6 +179,7 @@ def build_openapi(
             "summary": r.summary,
             "tags": [r.tag],
         }
+        op["security"] = _SECURITY[r.access]
         if r.description:
             op["description"] = r.description
         params: list[dict[str, Any]] = [
@@ -140,7 +197,7 @@ def build_openapi(
             op["parameters"] = params
         if r.body is not None:
             op["requestBody"] = {
-                "required": True,
+                "required": not r.body_optional,
                 "content": {"application/json": {"schema": ref(r.body)}},
             }
         responses: dict[str, Any] = {}
@@ -170,9 +227,11 @@ def build_openapi(
             "description": (
                 "HTTP API of the valux trading engine. JSON only; money is a decimal "
                 "string (numbers are accepted on input). Every response carries "
-                "`X-Request-Id`."
+                "`X-Request-Id`. Log in with `POST /api/v1/auth/login` and send "
+                "`Authorization: Bearer <access_token>`; every resource is its user's "
+                "(another user's answers 404)."
             ),
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
     }

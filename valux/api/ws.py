@@ -21,6 +21,14 @@ A client filters with ``{"op": "subscribe", "agents"?, "tokens"?, "types"?}``
 - ``agents`` filters positions/trades by ``agent_id``; it does not apply to
   prices, which belong to no agent.
 
+Ownership: a client is authenticated at the handshake (``Authorization:
+Bearer``, an API key, or — browsers cannot set headers — the subprotocol
+``bearer.<access token>`` offered next to ``valux``) and receives position and
+trade events of its own user's agents only, whatever its filter says; prices
+belong to no one and go to everyone. The hub learns an agent's owner from the
+backend the first time it sees the agent (events of that agent wait, in order,
+for the answer) and keeps it: an agent never changes owner.
+
 Back-pressure: each client has a bounded send queue drained by its own sender
 task. When a message does not fit, the client is disconnected with close code
 1008 and a reason, so one slow reader never delays the others or grows memory;
@@ -38,6 +46,7 @@ import itertools
 import json
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -47,6 +56,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import ValidationError
 
 from valux.api.http import dumps, field_errors
+from valux.api.keys import PRINCIPAL
 from valux.api.models import SubscribeIn
 from valux.api.routes import Reply, Route
 
@@ -67,6 +77,10 @@ def channel(kind: str, prefix: str = "valux") -> str:
     )
 
 
+SUBPROTOCOL: Final = "valux"
+"""The subprotocol the server selects; a browser offers it with ``bearer.<token>``."""
+OWNER_LOOKUP_TIMEOUT_S: Final = 5.0
+MAX_PENDING_PER_AGENT: Final = 1000
 CLOSE_TOO_SLOW: Final = int(WSCloseCode.POLICY_VIOLATION)  # 1008
 CLOSE_GOING_AWAY: Final = int(WSCloseCode.GOING_AWAY)  # 1001
 MAX_CLIENT_MESSAGE_BYTES: Final = 64 * 1024
@@ -101,10 +115,14 @@ class WsClient:
         ws: web.WebSocketResponse,
         client_id: int,
         transport: asyncio.Transport | None = None,
+        owner: str | None = None,
     ) -> None:
         self.hub = hub
         self.ws = ws
         self.transport = transport
+        self.owner = owner
+        """The user whose agents' events this client may receive (None: unauthenticated
+        hub tests; such a client gets no agent event while the hub knows owners)."""
         self.id = client_id
         self.subscription = Subscription()
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=hub.queue_size)
@@ -231,6 +249,11 @@ class WsHub:
             f"{channel_prefix}:{suffix}": kind for suffix, kind in CHANNEL_KINDS.items()
         }
         self.clients: dict[int, WsClient] = {}
+        self.owner_of: Callable[[str], Awaitable[str | None]] | None = None
+        """How to learn an agent's owner (the backend's ``agent_owner``); None: events go
+        only to clients without an owner (hub tests)."""
+        self._owners: dict[str, str | None] = {}
+        self._pending: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -246,6 +269,8 @@ class WsHub:
             "messages_invalid": 0,
             "clients_disconnected_slow": 0,
             "redis_connects": 0,
+            "owner_lookups": 0,
+            "owner_lookup_failures": 0,
         }
 
     # ---------------------------------------------------------------- lifecycle
@@ -282,10 +307,14 @@ class WsHub:
 
     # ------------------------------------------------------------------ clients
     def register(
-        self, ws: web.WebSocketResponse, transport: asyncio.Transport | None = None
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None = None,
+        owner: str | None = None,
     ) -> WsClient:
-        """Track a prepared WebSocket; ``transport`` is aborted if a close cannot complete."""
-        client = WsClient(self, ws, next(self._ids), transport)
+        """Track a prepared WebSocket of ``owner``; ``transport`` is aborted if a close cannot
+        complete."""
+        client = WsClient(self, ws, next(self._ids), transport, owner)
         self.clients[client.id] = client
         self.counters["clients_total"] += 1
         if self._closing:
@@ -330,9 +359,52 @@ class WsHub:
             self.drop_slow(client, f"send queue full ({self.queue_size} messages)")
 
     def _dispatch_event(self, kind: str, body: dict[str, Any]) -> None:
+        agent = body.get("agent_id")
+        if self.owner_of is None:
+            self._deliver_event(kind, body, None)
+            return
+        if not isinstance(agent, str):
+            self.counters["messages_invalid"] += 1
+            return
+        if agent in self._owners:
+            self._deliver_event(kind, body, self._owners[agent])
+            return
+        waiting = self._pending.get(agent)
+        if waiting is None:
+            self._pending[agent] = [(kind, body)]
+            task = asyncio.create_task(self._learn_owner(agent), name=f"ws-owner-{agent}")
+            self.track(task)
+        elif len(waiting) < MAX_PENDING_PER_AGENT:
+            waiting.append((kind, body))
+        else:
+            self.counters["messages_dropped"] += 1
+
+    async def _learn_owner(self, agent: str) -> None:
+        """Ask the backend who owns ``agent``, then deliver its waiting events in order."""
+        assert self.owner_of is not None
+        self.counters["owner_lookups"] += 1
+        owner: str | None = None
+        try:
+            async with asyncio.timeout(OWNER_LOOKUP_TIMEOUT_S):
+                owner = await self.owner_of(agent)
+        except Exception as exc:  # the database is down: drop these events, ask next time
+            self.counters["owner_lookup_failures"] += 1
+            log.warning("ws_owner_lookup_failed", agent_id=agent, error=repr(exc))
+            waiting = self._pending.pop(agent, [])
+            self.counters["messages_dropped"] += len(waiting)
+            return
+        if owner is not None:
+            self._owners[agent] = owner  # an agent never changes owner
+        for kind, body in self._pending.pop(agent, []):
+            self._deliver_event(kind, body, owner)
+
+    def _deliver_event(self, kind: str, body: dict[str, Any], owner: str | None) -> None:
+        """Send to the matching clients of ``owner`` (None: clients without an owner)."""
         text: str | None = None
         agent, token = body.get("agent_id"), body.get("token")
         for client in list(self.clients.values()):
+            if client.owner != owner:
+                continue
             sub = client.subscription
             if sub.types is not None and kind not in sub.types:
                 continue
@@ -414,7 +486,7 @@ class WsHub:
                 self.redis_connected = False
                 self.connected_since = None
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # unannotated in redis-py
                 with contextlib.suppress(Exception):
                     await client.aclose()
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
@@ -441,9 +513,12 @@ HUB = web.AppKey["WsHub"]("ws_hub")
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     """``GET /ws``: stream price, position and trade events (see module docs)."""
     hub = request.app[HUB]
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_CLIENT_MESSAGE_BYTES)
+    principal = request.get(PRINCIPAL)
+    ws = web.WebSocketResponse(
+        heartbeat=30.0, max_msg_size=MAX_CLIENT_MESSAGE_BYTES, protocols=(SUBPROTOCOL,)
+    )
     await ws.prepare(request)
-    client = hub.register(ws, request.transport)
+    client = hub.register(ws, request.transport, None if principal is None else principal.user_id)
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
@@ -456,7 +531,12 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
 
 
 WS_DESCRIPTION = """\
-Upgrade to a WebSocket. The server streams JSON text messages:
+Upgrade to a WebSocket. Authenticate the handshake with `Authorization: Bearer
+<access token>` or `X-API-Key`, or from a browser by offering the subprotocols
+`["valux", "bearer.<access token>"]` (the server selects `valux`). A browser's
+`Origin` must be allowlisted (`api.cors_origins`) or the API's own. You receive the
+position and trade events of your own agents only. The server streams JSON text
+messages:
 
 * `{"type": "prices", "ticks": [{"token", "price", "ts"}, ...]}`
 * `{"type": "position", "agent_id", "token", ...}`

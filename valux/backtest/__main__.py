@@ -17,15 +17,15 @@ Out of the box, on the sample data in ``bench/data`` (``sample`` writes it again
         --signals bench/data/signals.csv --config bench/data/agent.json \\
         --grid bench/data/grid.json
 
-What runs: a whole valux actor system per backtest — agent host, wallet host with the
-paper venue, stop-loss evaluator, manual price feed, supervisors — in a fresh Ray
-namespace and a fresh PostgreSQL database (dropped afterwards). The price file is
-replayed in timestamp order through the manual feed, one batch per timestamp, as fast as
-the actors go; after each batch the driver waits until every exit it triggered has been
-executed. Signals are posted through the API's backend at their timestamps (after the
+What runs: the production trading classes — agent host, wallet host with the paper
+venue, paper exchange, stop-loss evaluator — in this one process, called directly (no
+Ray hop per batch), journaling in large batches into a fresh PostgreSQL database
+(dropped afterwards). The price file is replayed in timestamp order straight into the
+evaluator; every tick that triggers an exit has its exit executed and journaled before
+the next tick is evaluated. Signals reach the agent host at their timestamps (after the
 ticks of the same timestamp). Live and backtest share every line of trading code: only
-the clock (the ticks' timestamps), the feed (the file) and the venue's clock
-(``venue.paper.simulated_clock``: fills carry market-data time) differ.
+the wiring (in-process calls, a buffered journal), the clock (the ticks' timestamps) and
+the venue's clock (``venue.paper.simulated_clock``: fills carry market-data time) differ.
 
 Inputs:
 
@@ -47,10 +47,11 @@ Inputs:
 
 Where it runs: PostgreSQL from ``DATABASE_URL`` (used as an admin connection to create
 and drop the backtest databases), else the embedded server under ``data_dir``; no Redis.
-Ray: ``RAY_ADDRESS`` / ``ray.address``, else the cluster ``ray start`` left on this
-machine, else a local instance for the length of the command. A sweep runs its
-backtests as Ray tasks on that cluster, at most ``--parallel`` at once (default: the
-cluster's CPU count); on several nodes, ``DATABASE_URL`` must be reachable from all.
+``run`` needs no Ray. A sweep runs one backtest per Ray task on the cluster from
+``RAY_ADDRESS`` / ``ray.address``, else the cluster ``ray start`` left on this machine,
+else a local instance for the length of the command, at most ``--parallel`` at once
+(default: the cluster's CPU count); on several nodes, ``DATABASE_URL`` must be reachable
+from all.
 
 Output: ``run`` prints a table (trades per reason, realised and unrealised P&L, win
 rate, max drawdown, final equity, signal outcomes, speed) and writes ``report.json``,
@@ -176,6 +177,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         write_outputs,
     )
     from valux.backtest.report import format_table
+    from valux.ops.embedded import embedded_for_this_run
     from valux.rules.config import load_agent_config
 
     settings = _settings(args)
@@ -186,18 +188,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{len(prices)} ticks of {len(prices.tokens)} tokens, {len(signals)} signals, "
         f"balance {args.balance}"
     )
-    admin_url = admin_database_url(settings, _say)
-    owns = _connect(settings)
-    try:
+    with embedded_for_this_run(settings):
+        admin_url = admin_database_url(settings, _say)
         spec = BacktestInput(prices, signals, config, args.balance, label)
         result = asyncio.run(
             run_backtest(spec, settings, admin_url, progress=not args.no_progress, say=_say)
         )
-    finally:
-        if owns:
-            import ray
-
-            ray.shutdown()
     s = result.summary
     rows: list[tuple[str, Any]] = [
         ("period (simulated)", f"{s['start']} → {s['end']}"),
@@ -234,36 +230,38 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from valux.backtest.engine import admin_database_url
     from valux.backtest.report import format_ranking, plot_curves, write_json
     from valux.backtest.sweep import plan_sweep, run_sweep
+    from valux.ops.embedded import embedded_for_this_run
 
     settings = _settings(args)
     prices, signals, config = _inputs(args)
     points = plan_sweep(config, expand_grid(load_grid(args.grid)))
-    admin_url = admin_database_url(settings, _say)
-    owns = _connect(settings)
-    try:
-        resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
-        cpus = int(resources.get("CPU", 1))
-        parallel = args.parallel or max(1, min(cpus, len(points)))
-        _say(
-            f"{len(points)} runs, {parallel} at a time on a cluster of {cpus} CPUs; "
-            f"{len(prices)} ticks, {len(signals)} signals each"
-        )
-        started = time.perf_counter()
-        ranked, failures = run_sweep(
-            prices,
-            signals,
-            points,
-            balance=args.balance,
-            base=settings,
-            admin_url=admin_url,
-            parallel=parallel,
-            progress=not args.no_progress,
-            say=_say,
-        )
-        elapsed = time.perf_counter() - started
-    finally:
-        if owns:
-            ray.shutdown()
+    with embedded_for_this_run(settings):
+        admin_url = admin_database_url(settings, _say)
+        owns = _connect(settings)
+        try:
+            resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+            cpus = int(resources.get("CPU", 1))
+            parallel = args.parallel or max(1, min(cpus, len(points)))
+            _say(
+                f"{len(points)} runs, {parallel} at a time on a cluster of {cpus} CPUs; "
+                f"{len(prices)} ticks, {len(signals)} signals each"
+            )
+            started = time.perf_counter()
+            ranked, failures = run_sweep(
+                prices,
+                signals,
+                points,
+                balance=args.balance,
+                base=settings,
+                admin_url=admin_url,
+                parallel=parallel,
+                progress=not args.no_progress,
+                say=_say,
+            )
+            elapsed = time.perf_counter() - started
+        finally:
+            if owns:
+                ray.shutdown()
     print(format_ranking(ranked))
     args.out.mkdir(parents=True, exist_ok=True)
     curves = {r["label"]: r.pop("curve") for r in ranked}

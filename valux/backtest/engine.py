@@ -1,27 +1,25 @@
-"""The backtest driver: a real valux actor system, replayed through its manual feed.
+"""The backtest driver: a real valux trading system in one process, on simulated time.
 
-One backtest = one fresh valux system: its own Ray namespace and its own PostgreSQL
-database (created on the admin URL, dropped at the end), started exactly as
-``valux`` starts it (:func:`~valux.system.runtime.prepare_database`,
-:func:`~valux.system.runtime.attach_or_start`), with the simulated feed off, the
-manual feed on, no Redis fan-out, and ``venue.paper.simulated_clock`` on. Every
-trading decision is made by the real actors — agent host, wallet host with the
-paper venue, stop-loss evaluator, price feed — through the same
-:class:`~valux.system.backend.RayBackend` calls the HTTP API makes:
+One backtest = one :class:`~valux.backtest.inprocess.InProcessSystem` — the production
+agent host, wallet host with the paper venue, paper exchange and stop-loss evaluator,
+called directly in this process (no Ray hop) — on its own fresh PostgreSQL database
+(created on the admin URL, migrated exactly as ``valux`` migrates it, dropped at the
+end), journaling through a buffered store. Every trading decision is made by the same
+classes as in a live run:
 
-- the agent is created with ``create_agent`` (config validated as the API does);
-- the timeline (:func:`~valux.backtest.data.timeline`) is replayed in order: a tick
-  batch goes through ``push_manual_ticks`` (feed actor → evaluator, as a live manual
-  push), then the driver waits for every evaluator's :meth:`drain` — each exit the
-  batch triggered (stop loss, take profit, DCA, stale trade) has been executed,
-  journaled and re-armed before the next batch; a signal goes through
-  ``post_signal``, which answers after the buy is filled and armed;
-- nothing waits on the wall clock, so it runs as fast as the actors go.
+- the agent is created as the API creates one (config validated, a paper wallet with the
+  starting balance);
+- the timeline (:func:`~valux.backtest.data.timeline`) is replayed in order: tick batches
+  go to the evaluator, each evaluated up to every tick that triggers an exit, whose sale
+  (or take profit, DCA buy, stale-trade close) is executed, journaled and re-armed before
+  the next tick; a signal goes to the agent host, which answers once the buy is filled
+  and armed;
+- nothing waits on the wall clock, so it runs as fast as the trading code goes.
 
-Only the clock, the feed and the venue's clock differ from a live run: the agents
-see the replayed ticks' timestamps (stale-trade age, DCA cooldown), and fills are
-stamped with market-data time (the newest price the wallet host has seen), so
-positions' ``opened_at``/``closed_at`` and the trades carry simulated time.
+Only the wiring, the store and the clock differ from a live run: the agents see the
+replayed ticks' timestamps (stale-trade age, DCA cooldown), and fills are stamped with
+market-data time (``venue.paper.simulated_clock``), so positions' ``opened_at`` /
+``closed_at`` and the trades carry simulated time.
 
 Determinism: with ``failure_rate = unknown_rate = 0`` (the default) and signals that
 carry a ``size`` (or an agent config with ``positionCalculator.randomization``
@@ -44,18 +42,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import ray
 
 from valux.api.models import SignalIn
 from valux.backtest.data import TimedSignal, timeline
+from valux.backtest.inprocess import InProcessSystem
 from valux.backtest.report import Fill, equity_curve, holdings, summarise
 from valux.config.settings import Settings
 from valux.feeds.replay import ReplayFeed
 from valux.ops.scratch_db import scratch_database
-from valux.supervisors.handles import clear_cache, evaluator_handle
-from valux.supervisors.naming import ROOT
-from valux.system.backend import RayBackend
-from valux.system.runtime import attach_or_start, prepare_database
+from valux.schema.messages import Signal, TokenMetricsIn
+from valux.system.runtime import prepare_database
 
 __all__ = [
     "AGENT_ID",
@@ -108,8 +104,8 @@ def _set(data: dict[str, Any], key: str, value: Any) -> None:
 
 
 def backtest_settings(base: Settings, database_url: str, namespace: str) -> Settings:
-    """``base`` with what a backtest must have: its database and namespace, only the
-    manual feed, no Redis, silent feeds kept (their clock is the wall's), simulated clock."""
+    """``base`` with what a backtest must have: its database and namespace, no Redis,
+    no feeds of their own (the file is the feed), simulated clock."""
     data = base.model_dump()
     for key, value in {
         "ray.namespace": namespace,
@@ -138,23 +134,6 @@ def admin_database_url(settings: Settings, say: Say = _quiet) -> str:
 def fresh_database(admin_url: str) -> contextlib.AbstractAsyncContextManager[str]:
     """A new, empty database ``valux_bt_<hex>`` on the admin URL's server; dropped after."""
     return scratch_database(admin_url, "valux_bt")
-
-
-def kill_namespace(namespace: str) -> int:
-    """Kill every named actor of ``namespace`` for good: root and supervisors first, so
-    no supervisor restarts a child while the others go."""
-    names = [
-        entry["name"]
-        for entry in ray.util.list_named_actors(all_namespaces=True)
-        if entry["namespace"] == namespace
-    ]
-    names.sort(key=lambda n: (n != ROOT, not n.startswith("valux-sup-"), n))
-    killed = 0
-    for name in names:
-        with contextlib.suppress(Exception):
-            ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
-            killed += 1
-    return killed
 
 
 # ------------------------------------------------------------------ the run
@@ -191,45 +170,56 @@ async def run_backtest(
     progress: bool = False,
     say: Say = _quiet,
 ) -> BacktestResult:
-    """Run one backtest on a fresh system (see the module docstring); Ray must be
-    initialised in this process (a driver, or a Ray task's worker)."""
+    """Run one backtest on a fresh system in this process (see the module docstring);
+    needs no Ray (a sweep runs this inside a Ray task)."""
     namespace = f"valux-bt-{uuid.uuid4().hex[:8]}"
     wall_started = time.perf_counter()
     async with fresh_database(admin_url) as database_url:
         settings = backtest_settings(base, database_url, namespace)
-        clear_cache()
-        pool: asyncpg.Pool | None = None
+        _, pool = await prepare_database(settings)
         try:
-            _, pool = await prepare_database(settings)
             started = time.perf_counter()
-            await attach_or_start(settings, database_url, None)
-            say(f"{spec.label}: actor system up in {time.perf_counter() - started:.1f}s")
-            backend = RayBackend(settings, pool)
-            return await _replay(spec, settings, backend, pool, progress, wall_started)
+            system = await InProcessSystem.start(settings, database_url)
+            say(f"{spec.label}: trading system up in {time.perf_counter() - started:.2f}s")
+            try:
+                return await _replay(spec, settings, system, pool, progress, wall_started)
+            finally:
+                await system.close()
         finally:
-            await asyncio.to_thread(kill_namespace, namespace)
-            clear_cache()
-            if pool is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pool.close(), 10)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool.close(), 10)
+
+
+def _signal(step: SignalIn) -> Signal:
+    """A signal as the agent host gets it (what the API's backend sends, for every agent)."""
+    metrics = step.metrics
+    return Signal(
+        id=step.id,
+        token=step.token,
+        strength=step.strength,
+        type=step.type,
+        size=step.size,
+        metrics=None
+        if metrics is None
+        else TokenMetricsIn(
+            market_cap=None if metrics.market_cap is None else float(metrics.market_cap),
+            liquidity=None if metrics.liquidity is None else float(metrics.liquidity),
+            holder_count=metrics.holder_count,
+        ),
+        agents=(AGENT_ID,),
+        received_at=time.time(),
+    )
 
 
 async def _replay(
     spec: BacktestInput,
     settings: Settings,
-    backend: RayBackend,
+    system: InProcessSystem,
     pool: asyncpg.Pool,
     progress: bool,
     wall_started: float,
 ) -> BacktestResult:
-    await backend.create_agent(
-        name=spec.label[:100] or AGENT_ID, config=spec.config, balance=spec.balance,
-        agent_id=AGENT_ID,
-    )  # fmt: skip
-    evaluators = [
-        await evaluator_handle(shard, settings.ray.namespace)
-        for shard in range(settings.hosting.evaluators)
-    ]
+    await system.add_agent(AGENT_ID, spec.config, spec.balance, spec.label[:100] or AGENT_ID)
     outcomes: Counter[str] = Counter()
     batches = ticks = 0
     replay_started = time.perf_counter()
@@ -237,17 +227,16 @@ async def _replay(
     try:
         for step in timeline(spec.prices, spec.signals):
             if isinstance(step, SignalIn):
-                answer = await backend.post_signal(step)
-                for outcome in answer["outcomes"]:
+                for outcome in await system.signal(_signal(step)):
                     outcomes[_outcome_key(outcome)] += 1
                 continue
-            await backend.push_manual_ticks(step)
-            await asyncio.gather(*(e.drain.remote() for e in evaluators))
+            await system.ticks([(t.token, t.price, t.ts) for t in step])
             batches += 1
             ticks += len(step)
             bar.update(outcomes["bought"])
     finally:
         bar.close()
+    await system.store.flush()
     replay_seconds = time.perf_counter() - replay_started
     fills = await _fills(pool)
     positions = [
@@ -260,7 +249,8 @@ async def _replay(
             AGENT_ID,
         )
     ]
-    wallet = await backend.get_wallet(AGENT_ID)
+    (wallet,) = await system.wallets.describe([f"w-{AGENT_ID}"])
+    assert wallet is not None
     last_prices = {t.token: t.price for t in _all_ticks(spec.prices)}
     curve = equity_curve(spec.balance, fills, spec.prices.batches(max_batch=1_000_000))
     realized = [p["realized_pnl"] for p in positions if p["status"] == "closed"]
@@ -286,6 +276,7 @@ async def _replay(
         replay_seconds=round(replay_seconds, 3),
         wall_seconds=round(time.perf_counter() - wall_started, 3),
         batches_per_second=round(batches / replay_seconds, 1) if replay_seconds > 0 else None,
+        ticks_per_second=round(ticks / replay_seconds, 1) if replay_seconds > 0 else None,
     )
     return BacktestResult(summary, curve, fills, positions)
 

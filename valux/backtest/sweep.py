@@ -3,9 +3,9 @@
 Each grid point (:func:`~valux.backtest.data.expand_grid`) is the base agent config
 with some dotted paths replaced; every one is validated before anything starts (one
 error lists every bad point). Each runs as a ``@ray.remote`` task that runs a whole
-backtest (:func:`~valux.backtest.engine.run_backtest`: its own namespace, its own
-database, its own actors, which Ray places next to the task), at most ``parallel`` at
-a time; the cluster schedules the tasks on any node with a free CPU. The price series
+backtest in the task's own process (:func:`~valux.backtest.engine.run_backtest`: the
+trading system in one process, its own database), at most ``parallel`` at a time; the
+cluster schedules the tasks on any node with a free CPU. The price series
 travels once through the object store. The results are ranked by realised P&L, then
 by max drawdown (:func:`~valux.backtest.report.rank`).
 
@@ -85,8 +85,7 @@ _remote_one: Any = None
 def _task() -> Any:
     global _remote_one
     if _remote_one is None:
-        # One CPU per backtest: the task mostly waits on its actors (which take none), but
-        # the CPU it holds is what spreads the runs over the cluster's nodes.
+        # One CPU per backtest: the task runs the whole trading system in its own process.
         _remote_one = ray.remote(num_cpus=1, max_retries=0)(_one)
     return _remote_one
 

@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -60,20 +60,26 @@ from valux.errors import ConfigurationError
 
 __all__ = [
     "ApiSettings",
+    "AuthSettings",
+    "CustodySettings",
     "DatabaseSettings",
     "FeedSettings",
     "FromFlag",
     "HostingSettings",
     "JournalSettings",
+    "JupiterSettings",
     "LoggingSettings",
     "ManualFeedSettings",
     "PaperVenueSettings",
+    "PlacementSettings",
     "RaySettings",
+    "ReconcileSettings",
     "RedisSettings",
     "ReplayFeedSettings",
     "Settings",
     "SimToken",
     "SimulatedFeedSettings",
+    "SolanaSettings",
     "SupervisionSettings",
     "VenueSettings",
     "env_var_for",
@@ -203,6 +209,105 @@ class ApiSettings(_Section):
     """0 = pick a free port (the chosen one is logged)."""
     shutdown_timeout_s: PositiveFloat = 10.0
     max_body_bytes: int = Field(default=1_048_576, ge=1)
+    actor_retry_s: float = Field(default=8.0, ge=0)
+    """How long a request waits for a restarting actor (about 2 s here) before it answers
+    503 with ``Retry-After``."""
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+    """Host names the API answers to (the ``Host`` header, port ignored): anything else is
+    refused with 400, which stops DNS rebinding. ``api.host`` is added when it is one
+    address; ``.example.com`` also matches its subdomains; ``*`` matches every host.
+    ``/health/live`` and ``/health/ready`` answer any host (probes)."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins (``https://app.example``) allowed to call the API cross-origin
+    (CORS) and to send state-changing requests and WebSocket handshakes with an ``Origin``
+    header. Empty: same-origin pages and non-browser clients only."""
+    trust_forwarded_for: bool = False
+    """Take the client address for rate limits and the audit log from the first
+    ``X-Forwarded-For`` entry (only behind a reverse proxy that sets it)."""
+    manual_feed_max_skew_s: float = Field(default=5.0, ge=0)
+    """Timestamps pushed to the manual price feed are clamped to now ± this many seconds,
+    so a caller cannot move the rules' clock."""
+
+    @field_validator("allowed_hosts", "cors_origins")
+    @classmethod
+    def _lower(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.strip().lower().rstrip("/") for v in values if v.strip())
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+                raise ValueError(f"{value!r} is not an origin like https://app.example")
+        return values
+
+
+# -------------------------------------------------------------------------- auth
+
+_EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,255}$"
+
+
+class AuthSettings(_Section):
+    """Users, sessions, API keys and webhooks (README, "Security model")."""
+
+    key_file: Path | None = None
+    """The JWT signing key (64 random bytes, mode 0600), created on first start; it also
+    encrypts webhook secrets at rest. None = ``data_dir/auth/jwt.key``. Every API process
+    must read the same key; deleting it signs everyone out and voids webhook secrets."""
+    access_token_ttl_s: int = Field(default=900, ge=60, le=86_400)
+    refresh_token_ttl_days: int = Field(default=30, ge=1, le=365)
+    open_registration: bool = True
+    """``POST /api/v1/auth/register`` creates accounts; false: only ``valux user create``
+    (and a first wallet sign-in, see ``wallet_signup``) does."""
+    wallet_signup: bool = True
+    """A first wallet sign-in (SIWE / SIWS) creates its user."""
+    admin_email: str = Field(default="admin@localhost", pattern=_EMAIL)
+    """The e-mail of the admin created at first start (its password is printed once)."""
+    max_failed_logins: int = Field(default=5, ge=1)
+    """Failed password logins within ``lockout_minutes`` that lock the account."""
+    lockout_minutes: float = Field(default=15.0, gt=0)
+    password_time_cost: int = Field(default=3, ge=1)
+    """argon2id passes (RFC 9106: 3 passes over 64 MiB, 4 lanes)."""
+    password_memory_kib: int = Field(default=65_536, ge=8)
+    password_parallelism: int = Field(default=4, ge=1)
+    signin_domains: tuple[str, ...] = ()
+    """Domains (``app.example``, ``localhost:5173``) a SIWE / SIWS message may name. Empty:
+    the request's ``Host`` and the hosts of ``api.cors_origins``."""
+    siwe_chain_ids: tuple[int, ...] = (1, 42161)
+    """EVM chains a Sign-In-With-Ethereum message may be bound to."""
+    siws_chains: tuple[str, ...] = ("mainnet", "devnet")
+    """Solana clusters a Sign-In-With-Solana message may be bound to."""
+    nonce_ttl_s: int = Field(default=300, ge=30, le=3600)
+    webhook_window_s: int = Field(default=300, ge=10, le=3600)
+    """How far a webhook's signed timestamp may be from now (replay window)."""
+    rate_limit_window_s: float = Field(default=60.0, gt=0)
+    auth_per_ip: int = Field(default=60, ge=1)
+    """Requests to the auth routes per client address per window."""
+    auth_per_account: int = Field(default=10, ge=1)
+    """Login attempts per e-mail or wallet address per window."""
+    signals_per_ip: int = Field(default=6000, ge=1)
+    signals_per_user: int = Field(default=3000, ge=1)
+
+    @field_validator("key_file", mode="before")
+    @classmethod
+    def _expand(cls, value: Any) -> Any:
+        return _expand_user(value)
+
+    @field_validator("signin_domains")
+    @classmethod
+    def _domains(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.strip().lower() for v in values if v.strip())
+
+    @field_validator("siws_chains")
+    @classmethod
+    def _chains(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        known = ("mainnet", "testnet", "devnet", "localnet")
+        out = tuple(v.removeprefix("solana:") for v in values)
+        bad = [v for v in out if v not in known]
+        if bad:
+            raise ValueError(f"unknown Solana cluster {bad[0]!r}; use {', '.join(known)}")
+        return out
 
 
 # ---------------------------------------------------------------------- hosting
@@ -212,9 +317,36 @@ class HostingSettings(_Section):
     """How many logical actors one Ray actor process hosts (DESIGN.md, "Logical actors")."""
 
     agents_per_host: int = Field(default=200, ge=1)
-    """1 = one process per agent, visible one by one in the Ray dashboard."""
-    wallets_per_host: int = Field(default=200, ge=1)
+    """1 = one process per agent, visible one by one in the Ray dashboard. Each agent's
+    wallet lives in its agent's host process."""
     evaluators: int = Field(default=2, ge=1)
+
+
+# -------------------------------------------------------------------- placement
+
+ActorKind: TypeAlias = Literal["root", "supervisor", "agent", "evaluator", "exchange", "feed"]
+
+
+class PlacementSettings(_Section):
+    """Where each kind of actor runs on a cluster of several nodes (README, "Operations").
+    Nothing to set on one machine."""
+
+    resources: dict[ActorKind, dict[str, float]] = Field(default_factory=dict)
+    """Ray custom resources each kind of actor asks for, e.g. ``{"evaluator":
+    {"valux_eval": 0.01}}``: only nodes started with ``ray start --resources
+    '{"valux_eval": 100}'`` then run evaluators. A kind not named runs anywhere."""
+    spread_agent_hosts: bool = True
+    """Place agent hosts with Ray's ``SPREAD`` strategy, over every node that may run them
+    (else Ray packs them where it likes)."""
+
+    @field_validator("resources")
+    @classmethod
+    def _amounts(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for kind, wanted in value.items():
+            for name, amount in wanted.items():
+                if not name or amount <= 0:
+                    raise ValueError(f"{kind}: resource {name!r} needs an amount > 0")
+        return value
 
 
 # ---------------------------------------------------------------------- journal
@@ -226,6 +358,26 @@ class JournalSettings(_Section):
     snapshot_every_events: int = Field(default=100, ge=1)
     snapshot_every_s: PositiveFloat = 60.0
     group_commit_window_ms: float = Field(default=0.0, ge=0)
+    commit_timeout_ms: float = Field(default=2000.0, gt=0)
+    """PostgreSQL answering nothing for this long is a database outage (a hang): the
+    commit waiting buffers (an exit) or is refused (an entry), and later commits do not
+    wait. A database that is busy but still answering is waited for; a single group
+    transaction must never legitimately take this long."""
+    spool: bool = True
+    """Mirror the outage buffer on local disk (``data_dir/spool``, fsync'd before an exit
+    proceeds), so a host that dies during an outage and restarts on the same machine
+    writes its buffered exits first instead of losing them."""
+
+
+class ReconcileSettings(_Section):
+    """The permanent reconciliation of every agent host (valux.trading.reconciliation)."""
+
+    interval_s: PositiveFloat = 1.0
+    """How often a round runs."""
+    pending_after_s: float = Field(default=2.0, ge=0)
+    """An intent in flight longer than this is resolved by querying its wallet."""
+    audit_every_s: PositiveFloat = 10.0
+    """How often each agent's custody is audited (wallet vs positions vs journal)."""
 
 
 # ------------------------------------------------------------------ supervision
@@ -305,12 +457,56 @@ class ReplayFeedSettings(_Section):
         return _expand_user(value)
 
 
+class HttpFeedSettings(_Section):
+    """A price API polled over HTTP (Jupiter Price API v3, DexScreener) or streamed (Pyth
+    Hermes): one PriceFeed actor each, when enabled."""
+
+    enabled: bool = False
+    url: str | None = None
+    """Base URL; None = the public service (Jupiter: ``jupiter.price_url`` or
+    ``jupiter.url``)."""
+    interval_s: PositiveFloat = 2.0
+    """Seconds between polls (a 429 backs off, honouring ``Retry-After``)."""
+    tokens: dict[str, str] = Field(default_factory=dict)
+    """Always followed: ``{name: address}`` (Pyth: ``{name: feed id}``); ticks carry the
+    name. A mint named by itself (``{mint: mint}``) is what a live agent's positions use."""
+    follow_positions: bool = True
+    """Also follow every token with open positions whose name is an address of the
+    source's chain (a live agent's mints), refreshed every ``refresh_s``."""
+    refresh_s: PositiveFloat = 2.0
+
+
+class PythFeedSettings(HttpFeedSettings):
+    """Pyth Hermes' SSE stream (``tokens``: ``{name: feed id}``, priced in the quote asset
+    through ``quote_feed``, SOL/USD by default); it follows no positions (mints have no
+    Pyth feed)."""
+
+    follow_positions: bool = False
+    quote_feed: str = "ef0d8b6fda2ceba41da15d4095d1da392a0d2f8ed0c6c7bc0f4cfac8c280b56d"
+
+
+class DexScreenerFeedSettings(HttpFeedSettings):
+    """DexScreener's token pairs (and the market cap and liquidity eligibility reads) on
+    ``chain``: ``solana`` (mints, priced in SOL) or ``arbitrum`` (token addresses, priced
+    in WETH)."""
+
+    interval_s: PositiveFloat = 1.0
+    chain: Literal["solana", "arbitrum"] = "solana"
+
+
 class FeedSettings(_Section):
     """Price sources."""
 
     simulated: SimulatedFeedSettings = Field(default_factory=SimulatedFeedSettings)
     manual: ManualFeedSettings = Field(default_factory=ManualFeedSettings)
     replay: ReplayFeedSettings = Field(default_factory=ReplayFeedSettings)
+    jupiter: HttpFeedSettings = Field(default_factory=HttpFeedSettings)
+    dexscreener: DexScreenerFeedSettings = Field(default_factory=DexScreenerFeedSettings)
+    pyth: PythFeedSettings = Field(default_factory=PythFeedSettings)
+    uniswap: HttpFeedSettings = Field(default_factory=lambda: HttpFeedSettings(interval_s=1.0))
+    """Uniswap V3 pool prices from ``slot0`` on the ``evm`` chain: ``tokens`` are ``{name:
+    pool address}``; open positions' token addresses are followed through their deepest
+    WETH pool; ``url`` a ``ws://`` endpoint to follow new blocks (else polled)."""
     stale_after_s: PositiveFloat = 10.0
     """A feed whose last tick is older than this is not fresh (readiness fails)."""
     on_silent: Literal["keep", "exit"] = "keep"
@@ -336,8 +532,12 @@ class PaperVenueSettings(_Section):
     network_fee: Decimal = Field(default=Decimal("0.000005"), ge=0)
     """Per-transaction network fee in the quote asset."""
     simulated_clock: bool = False
-    """Stamp fills with market-data time (the timestamp of the newest price the wallet
-    host has seen) instead of wall time: backtests run on the replayed file's clock."""
+    """Stamp fills with market-data time (the timestamp of the newest price the exchange
+    has seen) instead of wall time: backtests run on the replayed file's clock."""
+    database_url: str | None = None
+    """Where the paper exchange keeps its books; unset: valux's own database. (A chaos run
+    points it past the proxy that cuts valux off from PostgreSQL: an exchange's books do
+    not go down with its client's.)"""
 
     @model_validator(mode="after")
     def _rates_sum(self) -> Self:
@@ -357,6 +557,79 @@ class VenueSettings(_Section):
     kind: Literal["paper"] = "paper"
     paper: PaperVenueSettings = Field(default_factory=PaperVenueSettings)
     quote_asset: str = Field(default="SOL", min_length=1)
+
+
+# ----------------------------------------------------------------------- chains
+
+
+class SolanaSettings(_Section):
+    """The Solana RPC that live (Jupiter) wallets send, confirm and read through."""
+
+    rpc_url: str = "https://api.mainnet-beta.solana.com"
+    """A JSON-RPC endpoint (``valux sandbox`` prints a local one)."""
+    timeout_s: PositiveFloat = 10.0
+    confirm_poll_s: PositiveFloat = 0.2
+    """How often a sent transaction's status is asked for until it lands (a slot is
+    ~0.4 s: polling slower adds up to this much to every swap)."""
+    rebroadcast_s: PositiveFloat = 2.0
+    """How often an unconfirmed transaction is sent again (the same bytes)."""
+
+
+class JupiterSettings(_Section):
+    """Jupiter's Swap API (``/swap/v1``) and Price API (``/price/v3``)."""
+
+    url: str = "https://api.jup.ag"
+    price_url: str | None = None
+    """Price API base URL (``/price/v3`` is appended); None = ``url``."""
+    api_key: str | None = None
+    """Sent as ``x-api-key``. A secret: give it through the environment
+    (``VALUX_JUPITER__API_KEY``); actors read it from theirs, never from their arguments."""
+    slippage_bps: int = Field(default=50, ge=0, lt=10_000)
+    """Default slippage bound of a swap (an agent's ``purchaseLimits`` may not widen it)."""
+    priority_level: Literal["medium", "high", "veryHigh"] = "veryHigh"
+    max_priority_fee_lamports: int = Field(default=1_000_000, ge=0)
+    """Cap of the priority fee Jupiter may set (and the wallet checks)."""
+
+
+class EvmSettings(_Section):
+    """The EVM chain (Arbitrum One) live Uniswap wallets trade on. Defaults: Arbitrum
+    mainnet's Uniswap V3 deployment; ``valux sandbox`` prints its own."""
+
+    rpc_url: str = "https://arb1.arbitrum.io/rpc"
+    """JSON-RPC endpoint (HTTP)."""
+    chain_id: int = Field(default=42161, ge=1)
+    """Transactions are signed for this chain only; a node on another is refused."""
+    router: str = "0x68b3465833fb72A70ecDF485E0e4C7bD8665Fc45"
+    """SwapRouter02."""
+    quoter: str = "0x61fFE014bA17989E743c5F6cB21bF9697530B21e"
+    """QuoterV2."""
+    factory: str | None = "0x1F98431c8aD98523631AE4a59f267346ea31F984"
+    """The V3 factory (pools for prices and mid prices)."""
+    weth: str = "0x82aF49447D8a07e3bd95BD0d56f35241523fBab1"
+    quote_asset: str = Field(default="WETH", min_length=1)
+    """What EVM wallets are quoted in: its symbol, and ``quote_token`` its address (None:
+    WETH's)."""
+    quote_token: str | None = None
+    slippage_bps: int = Field(default=50, ge=0, lt=10_000)
+    confirm_poll_s: PositiveFloat = 0.25
+    """How often a sent transaction's receipt is asked for."""
+    replace_after_blocks: int = Field(default=3, ge=1)
+    """A transaction not mined after this many blocks is replaced (same nonce, ≥ 10 %
+    more fee)."""
+    timeout_s: PositiveFloat = 10.0
+
+
+class CustodySettings(_Section):
+    """Keys of live wallets (README, "Security model")."""
+
+    unlock_ttl_s: PositiveFloat = 3600.0
+    """How long an unlock lasts by default (new entries stop after it; exits of open
+    positions still sign until a forced lock)."""
+    max_unlock_ttl_s: PositiveFloat = 86_400.0
+    scrypt_n: int = Field(default=2**17, ge=2**10)
+    """scrypt cost of new key records (2**17: OWASP's minimum, ~0.4 s here)."""
+    chain_audit_every_s: PositiveFloat = 30.0
+    """How often a live wallet's on-chain balances are compared with its journal."""
 
 
 # ---------------------------------------------------------------------- logging
@@ -388,13 +661,20 @@ class Settings(_Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     data_dir: Path = Field(default_factory=_default_data_dir)
     """Embedded PostgreSQL and Redis data, caches. ``~`` is expanded."""
     hosting: HostingSettings = Field(default_factory=HostingSettings)
+    placement: PlacementSettings = Field(default_factory=PlacementSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
     feeds: FeedSettings = Field(default_factory=FeedSettings)
     venue: VenueSettings = Field(default_factory=VenueSettings)
+    solana: SolanaSettings = Field(default_factory=SolanaSettings)
+    jupiter: JupiterSettings = Field(default_factory=JupiterSettings)
+    custody: CustodySettings = Field(default_factory=CustodySettings)
+    evm: EvmSettings = Field(default_factory=EvmSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)

@@ -68,20 +68,22 @@ every update, since then ``s = max(target, previous)``; a freshly armed
    ``tol_c = 1e-12 × (100 + |c|)`` and ``tol_t = 1e-11 × (100 + |c|)``:
 
    - if ``c_f`` is within ``tol_c`` of a branch point of the slot's mode
-     (0; 20 in every trailing mode; 25/50/100/200 for zones; 85 for the
-     exponential acceleration branch; each custom level's change), the slot
-     is *uncertain*;
+     (0; 20 in fixed, zones and exponential; 25/50/100/200 for zones; 85 for
+     the exponential acceleration branch; each custom level's change; the
+     activation gain of valux's ``trailing`` mode), the slot is *uncertain*;
    - otherwise ``c_d`` lies in the same branch. There the target is either
      exact (the default, a custom level's stop) — so the ratchet (SL-10),
      the SL-12 write and the SL-11 trigger at the new stop are computed
      exactly, vectorised — or an arithmetic value (fixed ``c − 10``, zones
-     ``c × keep``, exponential) with Lipschitz constant ≤ 3 in ``c``,
+     ``c × keep``, exponential, trailing ``max(default, (100 + c) × keep −
+     100)``) with Lipschitz constant ≤ 3 in ``c``,
      evaluated with at most a few ulps of error. If that value is
      ``< s − tol_t`` the true target is below ``s`` too: no ratchet, and the
      write (peak moved by more than 0.0001, an exact float test) and the
      trigger at the stored stop are exact. If it is ``≥ s − tol_t`` (a
      ratchet is likely: its value depends on every bit of ``c_d``) or
-     ``≤ tol_t`` (the SL-5.4 "value ≤ 0 → default" edge), the slot is
+     ``≤ tol_t`` (the SL-5.4 "value ≤ 0 → default" edge, which trailing
+     values, often below the purchase price, do not have), the slot is
      uncertain.
 
    The tolerances are ≥ 1000× the error bounds, so a certain decision is the
@@ -163,12 +165,13 @@ from __future__ import annotations
 import gc
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
+from valux.rules.armed import EXIT_REASONS, ArmedPosition, ExitParams, exit_reason
 from valux.rules.stop_loss import (
     MIN_PURCHASE_PRICE,
     PEAK_PERSIST_THRESHOLD,
@@ -203,8 +206,6 @@ B = NDArray[np.bool_]
 IDX = NDArray[np.intp]
 
 STOP_LOSS_REASON: Final = "stop_loss"
-#: The non-stop exit reasons, in ORCH-3 order (index = the reason code in the arrays).
-EXIT_REASONS: Final = ("take_profit", "stale_trade", "dca")
 _GATE_MARGIN: Final = 1e-9  # relative widening of the exit price gates (module docstring)
 
 # Slot states.
@@ -219,12 +220,14 @@ _EXPONENTIAL: Final = 1
 _ZONES: Final = 2
 _CUSTOM: Final = 3
 _DEFAULT_ONLY: Final = 4  # unknown mode (SL-5.2)
+_TRAILING: Final = 5  # valux's trailing mode (no SL-5.4: its values may be ≤ 0)
 _MODE_CODES: Final[dict[str, int]] = {
     "": _FIXED,  # SL-5.2: a missing mode means fixed
     "fixed": _FIXED,
     "exponential": _EXPONENTIAL,
     "zones": _ZONES,
     "custom": _CUSTOM,
+    "trailing": _TRAILING,
 }
 
 # Tolerances of the kernel (module docstring): both ≥ 1000× the error bounds.
@@ -237,108 +240,6 @@ _EXP_EDGES: Final = (TRAILING_THRESHOLD, TRAILING_THRESHOLD + 65.0)
 
 _INF: Final = math.inf
 _NO_EXITS: Final = (_INF, _INF, _INF, -_INF, _INF, -_INF, -_INF)  # ExitParams() as a row
-
-
-@dataclass(frozen=True, slots=True)
-class ExitParams:
-    """What the vectorised pass needs to detect take-profit, stale-trade and DCA ticks.
-
-    Built by :func:`valux.rules.orchestration.arm_params` from the position's
-    state and config; the defaults disable each rule.
-
-    - ``tp_target`` / ``tp_ceiling``: take profit acts at gains in
-      ``[tp_target, tp_ceiling)`` (``tp_target`` = +inf: never; the ceiling is
-      +inf except in the rare reference-quirk case of
-      :func:`valux.rules.take_profit.trigger_band`).
-    - ``stale_after_ts``: the stale-trade rule applies from this time (+inf:
-      disabled); it fires for gains in ``[stale_min, stale_max]``.
-    - ``dca_drop``: DCA buys at gains ≤ this (−inf: never); ``dca_ready_ts``:
-      not before this time (the cooldown's end, −inf without cooldown).
-
-    NaN is rejected (``ValueError``).
-    """
-
-    tp_target: float = math.inf
-    stale_after_ts: float = math.inf
-    stale_min: float = -math.inf
-    stale_max: float = math.inf
-    dca_drop: float = -math.inf
-    dca_ready_ts: float = -math.inf
-    tp_ceiling: float = math.inf
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            if math.isnan(getattr(self, f.name)):
-                raise ValueError(f"ExitParams.{f.name} must not be NaN")
-
-
-def exit_reason(exits: ExitParams, purchase_price: float, price: float, ts: float) -> str | None:
-    """The scalar statement of the book's exit detection (module docstring): the first
-    of ``take_profit``, ``stale_trade``, ``dca`` whose condition holds at ``(price,
-    ts)``, or None. The book evaluates exactly these double operations, vectorised."""
-    if not purchase_price > 0:
-        return None
-    gain = (price - purchase_price) / purchase_price * 100
-    if exits.tp_target <= gain < exits.tp_ceiling:
-        return EXIT_REASONS[0]
-    if ts >= exits.stale_after_ts and exits.stale_min <= gain <= exits.stale_max:
-        return EXIT_REASONS[1]
-    if ts >= exits.dca_ready_ts and gain <= exits.dca_drop:
-        return EXIT_REASONS[2]
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class ArmedPosition:
-    """One open position as the evaluator arms it.
-
-    ``peak`` and ``stop_pct`` are the stored stop-loss state (restored from
-    the journal); both ``None`` means a fresh position and SL-1 applies.
-    ``exits``: the take-profit / stale-trade / DCA detection parameters
-    (``None``: the stop loss alone). Non-finite prices or state are rejected
-    (``ValueError``): the journal never stores them, so seeing one is a bug
-    upstream.
-    """
-
-    position_id: str
-    agent_id: str
-    host: int
-    token: str
-    purchase_price: float
-    stop: StopLossParams
-    peak: float | None = None
-    stop_pct: float | None = None
-    exits: ExitParams | None = None
-
-    def __post_init__(self) -> None:
-        if not math.isfinite(self.purchase_price):
-            raise ValueError(f"{self.position_id}: purchase_price must be finite")
-        for name in ("peak", "stop_pct"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise ValueError(f"{self.position_id}: {name} must be finite or None")
-        if not _finite_params(self.stop):
-            raise ValueError(f"{self.position_id}: stop-loss parameters must be finite")
-
-
-# Params objects already checked finite, by identity (the object is kept alive so its
-# id is not reused). Agents share one params object per config, and a custom ladder can
-# have thousands of levels: checking them on every arm would dominate arming.
-_CHECKED_PARAMS: dict[int, StopLossParams] = {}
-_CHECKED_LIMIT: Final = 4096
-
-
-def _finite_params(params: StopLossParams) -> bool:
-    if _CHECKED_PARAMS.get(id(params)) is params:
-        return True
-    ok = math.isfinite(params.default_percentage) and all(
-        math.isfinite(c) and math.isfinite(s) for c, s in params.trailing_levels
-    )
-    if ok:
-        if len(_CHECKED_PARAMS) >= _CHECKED_LIMIT:
-            _CHECKED_PARAMS.clear()
-        _CHECKED_PARAMS[id(params)] = params
-    return ok
 
 
 class ExitTrigger(NamedTuple):
@@ -404,7 +305,8 @@ class BatchResult:
     ``evaluated`` counts (live position, tick) evaluations; ``fallbacks`` how
     many of them ran the scalar rules; ``rejected`` the ticks ignored as
     invalid; ``stop_writes`` the SL-12 writes decided (one per entry of
-    ``updates``, which is only filled by a book built with ``record_updates``).
+    ``updates``, which is only filled by a book built with ``record_updates``);
+    ``consumed`` the ticks taken from the batch.
     """
 
     triggers: list[ExitTrigger] = field(default_factory=list)
@@ -413,6 +315,8 @@ class BatchResult:
     fallbacks: int = 0
     rejected: int = 0
     stop_writes: int = 0
+    consumed: int = 0
+    """Ticks of the batch taken (all of them, unless ``until_trigger`` stopped early)."""
 
 
 # NamedTuple's generated ``__new__`` is a Python function; building the tuple
@@ -454,6 +358,8 @@ class _ParamTable:
         self._last: tuple[StopLossParams, int] | None = None
         self.default: F64 = np.zeros(8)
         self.mode: I8 = np.zeros(8, dtype=np.int8)
+        self.keep: F64 = np.ones(8)  # trailing: 1 − distance/100
+        self.activation: F64 = np.zeros(8)  # trailing: peak gain at which it starts
         self._flat: tuple[NDArray[np.complex128], F64, F64, IDX] | None = None
 
     def params(self, pid: int) -> StopLossParams:
@@ -497,6 +403,8 @@ class _ParamTable:
         self._flat = None
         self.default[pid] = params.default_percentage
         self.mode[pid] = _MODE_CODES.get(params.mode, _DEFAULT_ONLY)
+        self.keep[pid] = params.trail_keep
+        self.activation[pid] = params.activation_percentage
         return pid
 
     def _custom_targets(self, j: IDX, pj: I32, cj: F64, tol: F64, target: F64, near: B) -> None:
@@ -554,8 +462,11 @@ class _ParamTable:
         return self._flat
 
     def _grow_rows(self, rows: int) -> None:
-        self.default = np.concatenate([self.default, np.zeros(rows - self.default.shape[0])])
-        self.mode = np.concatenate([self.mode, np.zeros(rows - self.mode.shape[0], np.int8)])
+        extra = rows - self.default.shape[0]
+        self.default = np.concatenate([self.default, np.zeros(extra)])
+        self.mode = np.concatenate([self.mode, np.zeros(extra, np.int8)])
+        self.keep = np.concatenate([self.keep, np.ones(extra)])
+        self.activation = np.concatenate([self.activation, np.zeros(extra)])
 
     def exact_targets(self, pid: I32, c: F64) -> F64:
         """SL-4/SL-5 targets of *exact* (decimal, SL-2) changes ``c``, bit for bit.
@@ -567,7 +478,8 @@ class _ParamTable:
         """
         zeros = np.zeros(c.shape[0])
         target, arith, _ = self.targets(pid, c, zeros, zeros, exact=True)
-        out: F64 = np.where(arith & (target <= 0), self.default[pid], target)
+        floor = arith & (self.mode[pid] != _TRAILING)  # SL-5.4, not for trailing values
+        out: F64 = np.where(floor & (target <= 0), self.default[pid], target)
         return out
 
     def targets(
@@ -628,7 +540,20 @@ class _ParamTable:
         if j.size:
             self._custom_targets(j, pid[j], c[j], tol_c[j], target, near)
 
-        near |= arith & (target <= tol_t)
+        floor = arith.copy()  # arithmetic values that SL-5.4 may replace by the default
+        j = np.flatnonzero(mode == _TRAILING)
+        if j.size:
+            cj = c[j]
+            pj = pid[j]
+            activation = self.activation[pj]
+            near[j] |= np.abs(cj - activation) <= tol_c[j]
+            on = cj >= activation
+            value = (100.0 + cj) * self.keep[pj] - 100.0  # trailing_value, operation for op.
+            default = target[j]
+            target[j] = np.where(on, np.where(value > default, value, default), default)
+            arith[j] = on
+
+        near |= floor & (target <= tol_t)
         return target, arith, near
 
 
@@ -1185,14 +1110,23 @@ class ArmedBook:
 
     # -- evaluation -------------------------------------------------------------
 
-    def on_ticks(self, ticks: Sequence[tuple[str, float, float]]) -> BatchResult:
-        """Evaluate a batch of ``(token, price, ts)`` ticks, in order."""
+    def on_ticks(
+        self, ticks: Sequence[tuple[str, float, float]], *, until_trigger: bool = False
+    ) -> BatchResult:
+        """Evaluate a batch of ``(token, price, ts)`` ticks, in order.
+
+        ``until_trigger``: stop after the first tick that triggers anything (every trigger
+        of that tick is in the result; ``consumed`` says how many ticks were taken), so a
+        caller that acts on triggers — a backtest re-entering at the tick a position
+        closed — evaluates the rest of the batch against the book its actions leave."""
         out = BatchResult()
         paused = self._pause_gc and gc.isenabled()
         if paused:
             gc.disable()
+        taken = 0
         try:
             for token, raw_price, raw_ts in ticks:
+                taken += 1
                 price = float(raw_price)
                 ts = float(raw_ts)
                 if not (math.isfinite(price) and price > 0 and math.isfinite(ts)):
@@ -1204,9 +1138,12 @@ class ArmedBook:
                     continue
                 out.evaluated += tb.live
                 self._tick(tb, price, ts, out)
+                if until_trigger and out.triggers:
+                    break
         finally:
             if paused:
                 gc.enable()
+        out.consumed = taken
         return out
 
     def _tick(self, tb: _TokenBook, price: float, ts: float, out: BatchResult) -> None:

@@ -47,6 +47,41 @@ JOURNAL_COMMIT_SECONDS = Histogram(
 JOURNAL_EVENTS = Counter(
     "valux_journal_events", "Events appended to the journal", registry=REGISTRY
 )
+BREAKER_TRIPS = Counter(
+    "valux_breaker_trips",
+    "Breakers that put an agent in REDUCING (alerts)",
+    ["breaker"],
+    registry=REGISTRY,
+)
+TRADING_STATES = Gauge(
+    "valux_agents_trading_state",
+    "Agents by effective trading state (ACTIVE / REDUCING / HALTED)",
+    ["state"],
+    registry=REGISTRY,
+)
+UNPROTECTED_LOCKED = Gauge(
+    "valux_positions_unprotected_locked_key",
+    "Open positions whose live wallet's key is locked: their exits cannot sign (alert)",
+    registry=REGISTRY,
+)
+CUSTODY_MISMATCHES = Counter(
+    "valux_custody_mismatches",
+    "Reconciliation found a wallet that its agent's positions or its journal do not explain"
+    " (alerts)",
+    registry=REGISTRY,
+)
+RECONCILE_RESOLVED = Counter(
+    "valux_reconcile_resolved",
+    "In-flight intents the reconciler resolved by querying, by outcome",
+    ["outcome"],
+    registry=REGISTRY,
+)
+GLOBAL_STATE_FANOUT_SECONDS = Histogram(
+    "valux_global_state_fanout_seconds",
+    "From a global trading-state change to every agent host having applied it",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 ESCALATIONS = Counter(
     "valux_escalations",
     "Children marked failed after exceeding their restart intensity (alerts)",

@@ -64,6 +64,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, quote, urlsplit
@@ -229,6 +230,14 @@ class EmbeddedPostgres:
                     "died but has not been reaped by PID 1; try again shortly"
                 )
             time.sleep(0.1)
+
+    def running(self) -> bool:
+        """Whether a postmaster serves this data directory now (from any process)."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        return self._running(pid)
 
     def _running(self, pid: int | None) -> bool:
         return pid is not None and (self.pgdata / "postmaster.pid").exists() and _pid_alive(pid)
@@ -446,6 +455,19 @@ def resolve_redis_url(settings: Settings) -> tuple[str, str]:
         server = _redis.setdefault(data_dir, EmbeddedRedis(data_dir))
     url = server.start()
     return url, server.description
+
+
+@contextlib.contextmanager
+def embedded_for_this_run(settings: Settings) -> Iterator[None]:
+    """Stop on exit the embedded PostgreSQL this block started (none that was running
+    before it, and never a server given by URL): a command-line run leaves nothing behind."""
+    uses_embedded = settings.database.url is None
+    was_running = uses_embedded and EmbeddedPostgres(settings.data_dir).running()
+    try:
+        yield
+    finally:
+        if uses_embedded and not was_running:
+            stop_embedded(settings)
 
 
 def stop_embedded(settings: Settings, *, postgres: bool = True) -> None:

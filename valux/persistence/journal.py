@@ -12,7 +12,8 @@ duplicate ``(stream_id, seq)`` from a second writer) fails alone.
 Read-model rows are full-row upserts keyed by their primary key: within one
 transaction the last write of a key wins and the order between different keys
 does not matter, which is what lets rows from many actors be batched with
-``executemany``.
+``executemany``. An *additive* row (``RowWrite.additive``) adds to its row
+instead (a balance moved by an event): every one is applied, in order.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,32 +31,51 @@ from valux.errors import Unavailable
 from valux.observability.logging import get_logger
 from valux.observability.metrics import JOURNAL_COMMIT_SECONDS, JOURNAL_EVENTS
 from valux.persistence.codec import decode, encode
+from valux.persistence.spool import Spool
 
-_INSERT_EVENT = "INSERT INTO journal (stream_id, seq, event_type, payload) VALUES ($1, $2, $3, $4)"
+_INSERT_EVENT = (
+    "INSERT INTO journal (stream_id, seq, event_type, payload, version) VALUES ($1, $2, $3, $4, $5)"
+)
 _UPSERT_SNAPSHOT = (
-    "INSERT INTO snapshots (stream_id, seq, state, created_at) VALUES ($1, $2, $3, now()) "
-    "ON CONFLICT (stream_id) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state, "
-    "created_at = now() WHERE snapshots.seq < EXCLUDED.seq"
+    "INSERT INTO snapshots (stream_id, seq, state, version, created_at)"
+    " VALUES ($1, $2, $3, $4, now()) ON CONFLICT (stream_id) DO UPDATE SET seq = EXCLUDED.seq,"
+    " state = EXCLUDED.state, version = EXCLUDED.version, created_at = now()"
+    " WHERE snapshots.seq < EXCLUDED.seq"
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One journal row: the ``seq``-th event of ``stream_id``."""
+    """One journal row: the ``seq``-th event of ``stream_id``, written with schema ``version``."""
 
     stream_id: str
     seq: int
     type: str
     data: dict[str, Any]
+    version: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class RowWrite:
-    """A read-model upsert; ``key`` identifies the row (table and primary key)."""
+    """A read-model upsert; ``key`` identifies the row (table and primary key).
+
+    ``additive``: the statement adds its values to the row (``x = t.x + EXCLUDED.x``)
+    rather than replacing it, so it is never folded into a later write of the key."""
 
     sql: str
     key: tuple[Any, ...]
     args: tuple[Any, ...]
+    additive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The whole state of ``stream_id`` after its event ``seq``, as schema ``version``."""
+
+    stream_id: str
+    seq: int
+    state: dict[str, Any]
+    version: int = 1
 
 
 @dataclass(slots=True)
@@ -64,7 +84,7 @@ class Commit:
 
     events: list[Event] = field(default_factory=list)
     rows: list[RowWrite] = field(default_factory=list)
-    snapshots: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.events or self.rows or self.snapshots)
@@ -91,6 +111,10 @@ class JournalUnavailable(Unavailable):
     """PostgreSQL is unreachable and this commit may not wait: the decision is refused."""
 
 
+class JournalStalled(TimeoutError):
+    """PostgreSQL did not acknowledge a commit in time (a hang, as opposed to a refusal)."""
+
+
 class Journal:
     """Group-committing writer over an asyncpg pool (one per host process).
 
@@ -101,8 +125,24 @@ class Journal:
     bypasses it, so each stream's events reach PostgreSQL in order, and a background
     task writes the buffer out as soon as the database answers again. A commit that timed
     out but had in fact been written is recognised on the retry (its ``(stream_id, seq)``
-    already exists) and not written twice. What is buffered is lost if this process dies
-    before the database returns (the README says so).
+    already exists with the same content) and not written twice. What is buffered is lost
+    if this process dies before the database returns, unless a
+    :class:`~valux.persistence.spool.Spool` mirrors it on local disk: then a process of
+    the same host started again on this machine writes it first (:meth:`write_restored`).
+
+    **A database that hangs** (a blackhole, not a refusal) is an outage too: an exit commit
+    not acknowledged within ``commit_timeout_s`` (while PostgreSQL answers nothing else
+    either) switches the journal to the outage mode at once — that commit and every commit
+    still waiting behind it are buffered (exits) or refused (entries), and later commits do
+    not wait at all — instead of each waiting out the driver's own timeouts in turn. An
+    entry alone waits for its answer: a slow database delays it, only a dead one refuses
+    it. A refused entry whose transaction was already on its way may still commit; its
+    entity then finds its stream ahead of it and reloads.
+
+    **A fork** — a buffered commit whose ``(stream_id, seq)`` exists with *other* content
+    (an entry refused as in doubt did commit after all) — is never written: it and the rest
+    of that stream's buffer are dropped, an alert is logged, and ``on_fork`` is told the
+    stream, so its host reloads that entity from what PostgreSQL holds.
     """
 
     def __init__(
@@ -112,11 +152,18 @@ class Journal:
         window_ms: float = 0.0,
         max_deferred: int = 10_000,
         write_timeout_s: float = 5.0,
+        commit_timeout_s: float = 2.0,
+        spool: Spool | None = None,
     ) -> None:
         self._pool = pool
+        self._spool = spool
+        self._commit_timeout_s = commit_timeout_s
+        self.on_fork: Callable[[str], None] | None = None
+        self.forks = 0
         self._max_deferred = max_deferred
         self._write_timeout_s = write_timeout_s
-        self._deferred: list[Commit] = []
+        self._deferred: list[Commit] = spool.load() if spool is not None else []
+        self.restored = len(self._deferred)  # left in the spool by a previous process
         self._drainer: asyncio.Task[None] | None = None
         self.last_error: str | None = None
         self._window_s = max(0.0, window_ms) / 1000.0
@@ -124,6 +171,8 @@ class Journal:
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._busy = False
+        self._last_answer = float("-inf")  # monotonic time PostgreSQL last ended a flush
+        self._flush_started = float("-inf")  # monotonic time the current flush began
         self.commits = 0
         self.transactions = 0
 
@@ -150,10 +199,44 @@ class Journal:
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_loop())
         try:
-            await item.done
+            if deferrable:
+                await self._wait_acknowledged(item)
+            else:  # an entry waits for its answer (the driver's timeouts bound it)
+                await asyncio.shield(item.done)
+        except TimeoutError:  # a hanging database: outage mode now, not after the driver's
+            self.last_error = f"PostgreSQL did not answer within {self._commit_timeout_s:g}s"
+            self._stall(JournalStalled(self.last_error))
+            self._defer_or_refuse(commit, deferrable, self.last_error)
         except DATABASE_DOWN as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self._defer_or_refuse(commit, deferrable, self.last_error)
+
+    async def _wait_acknowledged(self, item: _Pending) -> None:
+        """Wait for ``item``'s transaction. TimeoutError only when PostgreSQL has answered
+        nothing for ``commit_timeout_s``: a database that is busy (commits queued behind
+        long group transactions, a starved event loop) but still answering is waited for,
+        so load is never mistaken for an outage."""
+        timeout = self._commit_timeout_s
+        while True:
+            began = time.monotonic()
+            try:
+                await asyncio.wait_for(asyncio.shield(item.done), timeout)
+                return
+            except JournalStalled:
+                raise  # another commit already found the database hung
+            except TimeoutError:
+                now = time.monotonic()
+                if now - began > 1.5 * timeout:
+                    continue  # this process's loop was blocked, not the database: look again
+                if now - max(self._last_answer, self._flush_started) < timeout:
+                    continue  # answering, or its current transaction began just now
+                raise
+
+    def _stall(self, exc: BaseException) -> None:
+        """Release every commit still waiting for a flush: each caller buffers or refuses."""
+        waiting, self._pending = self._pending, []
+        for item in waiting:
+            _settle(item, exc)
 
     def _defer_or_refuse(self, commit: Commit, deferrable: bool, why: str) -> None:
         if not deferrable or len(self._deferred) >= self._max_deferred:
@@ -161,7 +244,12 @@ class Journal:
                 f"journal unavailable ({why}); entry refused"
                 f" ({len(self._deferred)} exit commit(s) buffered until PostgreSQL returns)"
             )
+        if self._spool is not None:
+            self._spool.append(commit)  # on disk before the caller acts on it
         self._deferred.append(commit)
+        self._start_drainer()
+
+    def _start_drainer(self) -> None:
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
 
@@ -173,7 +261,16 @@ class Journal:
             try:
                 await self._write([commit])
             except asyncpg.UniqueViolationError:
-                pass  # an earlier attempt did commit before its answer was lost
+                try:
+                    same = await self._already_written(commit)
+                except Exception as exc:  # cannot tell yet: retry the whole step
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                if not same:  # another version of this stream is in PostgreSQL
+                    self._fork(commit)
+                    continue
             except Exception as exc:  # down, or anything else: never drop, retry with backoff
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 if not isinstance(exc, DATABASE_DOWN):
@@ -182,8 +279,50 @@ class Journal:
                 delay = min(delay * 2, 5.0)
                 continue
             self._deferred.pop(0)
+            if self._spool is not None:
+                self._spool.acknowledge()
             delay = 0.2
+        if self._spool is not None:
+            self._spool.clear()
         self.last_error = None
+
+    async def write_restored(self) -> int:
+        """Write what a previous process of this host left in the spool, before this one
+        recovers its entities from PostgreSQL; returns how many commits that was."""
+        restored = self.restored
+        if self._deferred:
+            self._start_drainer()
+            assert self._drainer is not None
+            await asyncio.shield(self._drainer)
+        return restored
+
+    async def _already_written(self, commit: Commit) -> bool:
+        """Whether every event of ``commit`` is in the journal with this very content."""
+        keys = [(e.stream_id, e.seq) for e in commit.events]
+        rows = await self._pool.fetch(
+            "SELECT stream_id, seq, event_type, payload FROM journal"
+            " WHERE (stream_id, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
+        found = {(r["stream_id"], r["seq"]): (r["event_type"], bytes(r["payload"])) for r in rows}
+        return all(
+            found.get((e.stream_id, e.seq)) == (e.type, encode(e.data)) for e in commit.events
+        )
+
+    def _fork(self, commit: Commit) -> None:
+        """Drop ``commit`` and the rest of its streams' buffer; tell the host to reload."""
+        streams = {e.stream_id for e in commit.events}
+        self._deferred = [
+            c for c in self._deferred if not streams & {e.stream_id for e in c.events}
+        ]
+        if self._spool is not None:
+            self._spool.rewrite(self._deferred)
+        self.forks += 1
+        get_logger("valux.journal").error("alert_journal_fork", streams=sorted(streams))
+        if self.on_fork is not None:
+            for stream_id in sorted(streams):
+                self.on_fork(stream_id)
 
     async def close(self) -> None:
         """Flush what is pending and stop the flusher."""
@@ -210,9 +349,14 @@ class Journal:
 
     async def _flush(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
+        self._flush_started = time.monotonic()
         try:
             await self._write([item.commit for item in batch])
         except Exception as exc:  # the group failed: retry one by one to isolate the culprit
+            if len(batch) == 1 or isinstance(exc, DATABASE_DOWN):  # no one-by-one waits
+                for item in batch:
+                    _settle(item, exc)
+                return
             if len(batch) == 1:
                 _settle(batch[0], exc)
                 return
@@ -225,13 +369,27 @@ class Journal:
                     _settle(item, None)
             return
         finally:
+            self._last_answer = time.monotonic()  # it answered (a result or an error)
             JOURNAL_COMMIT_SECONDS.observe(time.perf_counter() - started)
         for item in batch:
             _settle(item, None)
 
+    async def write_now(self, commits: Sequence[Commit]) -> None:
+        """Write ``commits`` in one transaction, bypassing group commit and the outage
+        mode (a backtest's buffered store: nothing waits on each commit, and a failure
+        is the run's failure)."""
+        if commits:
+            await self._write(commits)
+
     async def _write(self, commits: Sequence[Commit]) -> None:
-        events = [(e.stream_id, e.seq, e.type, encode(e.data)) for c in commits for e in c.events]
-        snapshots = [(s, seq, encode(state)) for c in commits for s, seq, state in c.snapshots]
+        events = [
+            (e.stream_id, e.seq, e.type, encode(e.data), e.version)
+            for c in commits
+            for e in c.events
+        ]
+        snapshots = [
+            (s.stream_id, s.seq, encode(s.state), s.version) for c in commits for s in c.snapshots
+        ]
         grouped = _group_rows(row for c in commits for row in c.rows)
         async with (
             self._pool.acquire(timeout=self._write_timeout_s) as conn,
@@ -258,11 +416,13 @@ def _settle(item: _Pending, exc: BaseException | None) -> None:
 
 
 def _group_rows(rows: Iterable[RowWrite]) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """Deduplicate by key (last wins), then group by statement for ``executemany``."""
+    """Deduplicate replacing rows by key (last wins), keep every additive row, then group
+    by statement for ``executemany`` (which applies a statement's rows in order)."""
     latest: dict[tuple[Any, ...], RowWrite] = {}
-    for row in rows:
-        latest.pop(row.key, None)
-        latest[row.key] = row
+    for index, row in enumerate(rows):
+        key = (index, *row.key) if row.additive else row.key
+        latest.pop(key, None)
+        latest[key] = row
     groups: dict[str, list[tuple[Any, ...]]] = {}
     for row in latest.values():
         groups.setdefault(row.sql, []).append(row.args)
@@ -271,11 +431,16 @@ def _group_rows(rows: Iterable[RowWrite]) -> list[tuple[str, list[tuple[Any, ...
 
 @dataclass(slots=True)
 class Recovered:
-    """What a stream recovers from: its latest snapshot and the events after it."""
+    """What a stream recovers from: its latest snapshot and the events after it.
+
+    ``error`` says why the stream could not be read (a row that does not decode); the
+    host then quarantines that one entity instead of failing to start."""
 
     snapshot_seq: int = 0
     snapshot: dict[str, Any] | None = None
+    snapshot_version: int = 1
     events: list[Event] = field(default_factory=list)
+    error: str | None = None
 
 
 async def load_streams(pool: asyncpg.Pool, stream_ids: Sequence[str]) -> dict[str, Recovered]:
@@ -285,21 +450,34 @@ async def load_streams(pool: asyncpg.Pool, stream_ids: Sequence[str]) -> dict[st
         return result
     async with pool.acquire() as conn:
         for row in await conn.fetch(
-            "SELECT stream_id, seq, state FROM snapshots WHERE stream_id = ANY($1::text[])",
+            "SELECT stream_id, seq, state, version FROM snapshots"
+            " WHERE stream_id = ANY($1::text[])",
             list(stream_ids),
         ):
             rec = result[row["stream_id"]]
             rec.snapshot_seq = row["seq"]
-            rec.snapshot = decode(row["state"])
+            rec.snapshot_version = row["version"]
+            try:
+                rec.snapshot = decode(row["state"])
+            except Exception as exc:
+                rec.error = f"snapshot at seq {row['seq']} does not decode: {exc!r}"
         rows = await conn.fetch(
-            "SELECT j.stream_id, j.seq, j.event_type, j.payload FROM journal j "
+            "SELECT j.stream_id, j.seq, j.event_type, j.payload, j.version FROM journal j "
             "LEFT JOIN snapshots s ON s.stream_id = j.stream_id "
             "WHERE j.stream_id = ANY($1::text[]) AND j.seq > COALESCE(s.seq, 0) "
             "ORDER BY j.stream_id, j.seq",
             list(stream_ids),
         )
     for row in rows:
-        result[row["stream_id"]].events.append(
-            Event(row["stream_id"], row["seq"], row["event_type"], decode(row["payload"]))
+        rec = result[row["stream_id"]]
+        if rec.error is not None:
+            continue
+        try:
+            data = decode(row["payload"])
+        except Exception as exc:
+            rec.error = f"event {row['seq']} ({row['event_type']}) does not decode: {exc!r}"
+            continue
+        rec.events.append(
+            Event(row["stream_id"], row["seq"], row["event_type"], data, row["version"])
         )
     return result

@@ -27,7 +27,8 @@ config says "no price-impact check" (absent would merge in the default 0.05).
 valux-level additions (reference §14 allows fixing quirks): an ``engine``
 section (:class:`EngineOptions`) with ``reference_quirks`` (reproduce the
 reference's quirks, e.g. Q-2, instead of valux's fixes) and
-``max_open_positions`` (TV-1 #10, 25 in the reference).
+``max_open_positions`` (TV-1 #10, 25 in the reference); and a ``risk`` section
+(:class:`RiskLimits`) with the breakers of :mod:`valux.risk.breakers`.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ __all__ = [
     "PositionSizes",
     "PurchaseLimits",
     "Randomization",
+    "RiskLimits",
     "SignalFilters",
     "SolBalanceThresholds",
     "StaleTrade",
@@ -82,7 +84,7 @@ __all__ = [
     "tp_template",
 ]
 
-StopLossMode: TypeAlias = Literal["fixed", "exponential", "zones", "custom"]
+StopLossMode: TypeAlias = Literal["fixed", "exponential", "zones", "custom", "trailing"]
 LadderMode: TypeAlias = Literal["aggressive", "moderate", "conservative", "custom"]
 TokenFilterMode: TypeAlias = Literal["none", "blacklist", "whitelist"]
 
@@ -329,10 +331,23 @@ class StopLossConfig(_Section):
     )
     mode: StopLossMode = "fixed"
     trailing_levels: tuple[TrailingLevel, ...] = Field(default=(), alias="trailingLevels")
+    trailing_percentage: Annotated[Number, Field(gt=0, lt=100)] | None = Field(
+        default=None, alias="trailingPercentage"
+    )
+    """``trailing`` mode (a valux extension): the stop's distance below the peak, in %."""
+    activation_percentage: Annotated[Number, Field(ge=0, le=100_000)] = Field(
+        default=0.0, alias="activationPercentage"
+    )
+    """``trailing`` mode: the peak gain (%) from which the stop trails; 0 = from entry."""
 
     @classmethod
     def _rules(cls, raw: Mapping[str, Any]) -> list[tuple[str, str]]:
-        """VAL-3/VAL-8: custom mode needs levels when enabled, strictly descending by change."""
+        """VAL-3/VAL-8: custom mode needs levels when enabled, strictly descending by change;
+        trailing mode needs its distance when enabled."""
+        if raw.get("mode") == "trailing":
+            if raw.get("enabled") is True and raw.get("trailing_percentage") is None:
+                return [("trailing_percentage", "is required when trailing stop loss is enabled")]
+            return []
         levels = _sequence(raw.get("trailing_levels"))
         if raw.get("mode") != "custom" or levels is None:
             return []
@@ -597,6 +612,27 @@ class EngineOptions(_Model):
     )
 
 
+class RiskLimits(_Model):
+    """valux-only breakers (:mod:`valux.risk.breakers`): each puts the agent in REDUCING
+    on its own when reached, evaluated at every close on realized results; ``null``
+    (the default) switches it off.
+
+    ``max_drawdown_percent``: equity (starting capital + realized P&L) this far below its
+    peak, in percent. ``daily_loss_limit``: realized loss of one UTC day, in the quote
+    asset. ``max_loss_streak``: this many losing closes in a row.
+    """
+
+    max_drawdown_percent: Annotated[Number, Field(gt=0, le=100)] | None = Field(
+        default=None, alias="maxDrawdownPercent"
+    )
+    daily_loss_limit: Annotated[Money, Field(gt=0)] | None = Field(
+        default=None, alias="dailyLossLimit"
+    )
+    max_loss_streak: Annotated[Integer, Field(ge=1)] | None = Field(
+        default=None, alias="maxLossStreak"
+    )
+
+
 class AgentConfig(_Model):
     """The whole agent trading config; every section defaults to CFG-1."""
 
@@ -610,6 +646,7 @@ class AgentConfig(_Model):
     dca: DcaConfig = DcaConfig()
     take_profit: TakeProfitConfig = Field(default=TakeProfitConfig(), alias="takeProfit")
     engine: EngineOptions = EngineOptions()
+    risk: RiskLimits = RiskLimits()
 
     @classmethod
     def defaults(cls) -> AgentConfig:

@@ -62,6 +62,11 @@ _RULES: Final[tuple[str, ...]] = (
     "`holderCountMin ≤ holderCountMax` whenever both bounds of a pair are set.",
     "**VAL-3 / VAL-8** `stopLoss.mode` `custom`: at least one trailing level when `enabled`; "
     "`trailingLevels[].change` strictly descending.",
+    "**valux** `stopLoss.mode` `trailing` (an extension of the reference's four modes): "
+    "`trailingPercentage` is required when `enabled`. Once the peak gain reaches "
+    "`activationPercentage` (0: from entry) the stop sits `trailingPercentage` % below the "
+    "highest price since entry, never looser than `defaultPercentage` (before that, the "
+    "default applies).",
     "**VAL-4** `positionCalculator`: `solBalanceThresholds` `minimum < medium < large`; "
     "each `positionSizes` range (`small`, `medium`, `large`) has `min ≤ max`.",
     "**VAL-5 / VAL-8** `dca.mode` `custom`: at least one level when `enabled`; levels least "

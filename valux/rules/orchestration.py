@@ -96,7 +96,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal, TypeAlias
 
-from valux.evaluation.book import ArmedPosition, ExitParams
+from valux.rules.armed import ArmedPosition, ExitParams
 from valux.rules.config import AgentConfig
 from valux.rules.dca import (
     DcaDecision,
@@ -210,6 +210,8 @@ def stop_loss_params(config: AgentConfig) -> StopLossParams:
         default_percentage=sl.default_percentage,
         mode=sl.mode,
         trailing_levels=tuple((level.change, level.stop_loss) for level in sl.trailing_levels),
+        trailing_percentage=sl.trailing_percentage or 0.0,
+        activation_percentage=sl.activation_percentage,
     )
 
 

@@ -50,11 +50,13 @@ __all__ = [
     "peak_change_percents_of",
     "stop_price",
     "target_percentage",
+    "trailing_value",
 ]
 
-MODES = ("fixed", "exponential", "zones", "custom")
-"""The four reference modes (SL-5). An empty mode means ``fixed``; any other
-string is unknown and yields the default percentage."""
+MODES = ("fixed", "exponential", "zones", "custom", "trailing")
+"""The four reference modes (SL-5) and valux's ``trailing`` (:func:`trailing_value`). An
+empty mode means ``fixed``; any other string is unknown and yields the default
+percentage."""
 
 MIN_PURCHASE_PRICE = 1e-15
 """SL-3: a purchase price of 0 or below this is not evaluated."""
@@ -106,6 +108,15 @@ class StopLossParams:
     default_percentage: float
     mode: str
     trailing_levels: tuple[tuple[float, float], ...] = ()
+    trailing_percentage: float = 0.0
+    """``trailing`` mode: the stop's distance below the peak, in % of the peak."""
+    activation_percentage: float = 0.0
+    """``trailing`` mode: the peak gain (%) from which the stop trails (0: from entry)."""
+
+    @property
+    def trail_keep(self) -> float:
+        """``1 − trailing_percentage / 100``: the share of the peak the trailing stop keeps."""
+        return 1.0 - self.trailing_percentage / 100.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,17 +228,37 @@ def _custom(change: float, levels: tuple[tuple[float, float], ...]) -> float | N
     return None if best is None else best[1]
 
 
+def trailing_value(change: float, default: float, keep: float, activation: float) -> float:
+    """valux's ``trailing`` mode (an extension of the reference's four, agent-rules §14):
+    a stop ``trailing_percentage`` below the peak, never looser than the default.
+
+    With peak change ``c`` (SL-2) the peak is ``purchase × (1 + c/100)``, so a stop at
+    ``keep × peak`` is ``(100 + c) × keep − 100`` percent of the purchase price. Before
+    the peak gain reaches ``activation`` the default applies (Freqtrade's
+    ``trailing_only_offset_is_reached``); after it, the larger of the two. Unlike the
+    reference modes a trailing value ≤ 0 is kept (SL-5.4 does not apply): below the
+    purchase price is where a trail from entry sits. With the SL-10 ratchet the stop
+    only rises, so it is ``keep × highest peak`` whatever path the price took.
+    """
+    if change < activation:
+        return default
+    value = (100.0 + change) * keep - 100.0
+    return value if value > default else default
+
+
 def target_percentage(change: float, params: StopLossParams) -> float:
     """SL-4/SL-5: the target stop percentage for a peak change.
 
     Negative change, an unknown mode, a custom mode without a matching level,
-    and a computed value ≤ 0 all give ``params.default_percentage``. An empty
-    mode means ``fixed``.
+    and a computed value ≤ 0 (except in ``trailing`` mode) all give
+    ``params.default_percentage``. An empty mode means ``fixed``.
     """
     default = params.default_percentage
     if change < 0:
         return default
     mode = params.mode or "fixed"
+    if mode == "trailing":
+        return trailing_value(change, default, params.trail_keep, params.activation_percentage)
     if mode == "fixed":
         value = _fixed(change, default)
     elif mode == "exponential":

@@ -7,6 +7,7 @@ arrays are float.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,9 +20,15 @@ def intent_id_for(kind: str, *parts: str) -> str:
     """A deterministic order-intent id: the same decision always gets the same id.
 
     ``buy`` intents derive from (signal, agent), ``sale`` intents from the
-    position, so a retried decision can never become a second order.
+    position, so a retried decision can never become a second order. The parts
+    are encoded as a JSON array, so no choice of ids can make two different
+    decisions collide (``("tv:123", "alice")`` and ``("tv", "123:alice")`` once
+    joined to the same ``tv:123:alice``). Ids already in a journal are data and
+    are never recomputed, so journals written with the old encoding replay as
+    they are.
     """
-    return str(uuid.uuid5(_NAMESPACE, ":".join((kind, *parts))))
+    encoded = json.dumps([kind, *parts], ensure_ascii=False, separators=(",", ":"))
+    return str(uuid.uuid5(_NAMESPACE, encoded))
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +81,12 @@ class OrderResult:
     network_fee: Decimal = Decimal(0)
     reason: str | None = None
     ts: float = 0.0
+    tx_id: str | None = None
+    """On a chain: the transaction that did it (a Solana signature)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "tx_id": self.tx_id,
             "intent_id": self.intent_id,
             "state": self.state,
             "base_amount": self.base_amount,

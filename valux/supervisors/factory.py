@@ -4,7 +4,9 @@ Every valux actor is *named*, *detached* (it outlives the process that created
 it, so restarting the API never touches a position), lives in the configured
 namespace, is restarted by Ray without limit when its process dies
 (``max_restarts=-1``) and asks for zero CPUs, so a 2-core machine can host
-many of them. Calls are not retried by Ray (``max_task_retries=0``): valux's
+many of them. On a cluster, ``placement`` pins kinds to the nodes that offer their
+custom resources and spreads agent hosts; a restart after a node is lost lands on
+another node that qualifies. Calls are not retried by Ray (``max_task_retries=0``): valux's
 own ids make retries safe where they are needed.
 """
 
@@ -14,15 +16,16 @@ from typing import Any
 
 import ray
 
+from valux.actors.agent_host import AgentHost
 from valux.actors.evaluator import StopLossEvaluator
+from valux.actors.exchange import PaperExchangeHost
 from valux.actors.price_feed import PriceFeed
-from valux.supervisors.agent_host import AgentHost
-from valux.supervisors.wallet_host import WalletHost
+from valux.config.settings import PlacementSettings
 
 _CLASSES: dict[str, type] = {
     "agent": AgentHost,
-    "wallet": WalletHost,
     "evaluator": StopLossEvaluator,
+    "exchange": PaperExchangeHost,
     "feed": PriceFeed,
 }
 _remote_cache: dict[str, Any] = {}
@@ -44,8 +47,17 @@ def remote_class(kind: str) -> Any:
     return _remote_cache[kind]
 
 
-def spawn(kind: str, name: str, namespace: str, *args: Any) -> Any:
-    """Create the named actor, or return the running one of that name (re-adoption)."""
+def spawn(kind: str, name: str, namespace: str, *args: Any, placement: PlacementSettings) -> Any:
+    """Create the named actor, or return the running one of that name (re-adoption).
+
+    ``placement``: the custom resources this kind asks for (only nodes offering them run
+    it) and, for agent hosts, Ray's ``SPREAD`` strategy over the nodes that may."""
+    options: dict[str, Any] = {}
+    resources = placement.resources.get(kind)  # type: ignore[call-overload]
+    if resources:
+        options["resources"] = dict(resources)
+    if kind == "agent" and placement.spread_agent_hosts:
+        options["scheduling_strategy"] = "SPREAD"
     return (
         remote_class(kind)
         .options(
@@ -57,6 +69,7 @@ def spawn(kind: str, name: str, namespace: str, *args: Any) -> Any:
             max_task_retries=0,
             num_cpus=0,
             max_concurrency=1000,
+            **options,
         )
         .remote(*args)
     )

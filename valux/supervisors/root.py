@@ -2,13 +2,19 @@
 
 Contract:
 - Starts (or re-adopts) the four kind supervisors in dependency order:
-  evaluators (positions must be armable), wallets (agents reconcile with them),
-  agents, feeds (ticks need evaluators).
+  evaluators (positions must be armable, the venue prices from them), venues (the
+  paper exchange: wallets resolve with it), agents (each agent host runs its agents'
+  wallets in its own process), feeds (ticks need evaluators).
 - Answers readiness: every supervisor running, every open position armed at a
   live evaluator, every automatic feed fresh.
 - ``shutdown`` stops the tree in reverse order, each step bounded by
   ``supervision.step_timeout_s``; a step that hangs is reported and skipped.
-- Holds no state of its own: after a restart it re-adopts its supervisors by name.
+- Owns the global trading state (the kill switch): ``set_global_state`` journals it
+  (stream ``risk:global``, read model ``risk_states``) and applies it on every agent
+  host in one round of parallel calls, measuring that round; every escalation round
+  re-sends it to a host that restarted without it.
+- Holds no other state: after a restart it re-adopts its supervisors by name and reads
+  the global state back from PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,15 +24,23 @@ import os
 import time
 from typing import Any
 
+import asyncpg
 import ray
 import structlog
 
+from valux.config.secrets import with_password
 from valux.config.settings import Settings
+from valux.feeds.live import HTTP_SOURCES
+from valux.hosting.handles import actor_handle
+from valux.hosting.host import node_id
+from valux.hosting.naming import supervisor_name
 from valux.observability.logging import configure_logging
+from valux.observability.metrics import GLOBAL_STATE_FANOUT_SECONDS
+from valux.persistence.codec import encode
+from valux.risk.states import TradingState
 from valux.supervisors import factory
-from valux.supervisors.naming import supervisor_name
 
-GROUPS = ("evaluators", "wallets", "agents", "feeds")
+GROUPS = ("evaluators", "venues", "agents", "feeds")
 
 
 class RootSupervisor:
@@ -36,6 +50,9 @@ class RootSupervisor:
     # which is exactly the recovery contract; mypy only knows synchronous constructors.
     async def __init__(self, settings: Settings, database_url: str, redis_url: str | None) -> None:  # type: ignore[misc]
         self.settings = settings
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self._pool: asyncpg.Pool | None = None
         self.namespace = settings.ray.namespace
         configure_logging(settings.logging.level, settings.logging.format, process="root")
         self.log = structlog.get_logger("valux.root")
@@ -52,17 +69,98 @@ class RootSupervisor:
                 settings,
                 database_url,
                 redis_url,
+                placement=settings.placement,
             )
-            await handle.ping.remote()  # returns once its children have recovered
             self.supervisors[group] = handle
+            bound = settings.supervision.step_timeout_s * 6  # as a child's first ping
+            try:  # returns once its children have recovered; a stuck one does not hold the root
+                await asyncio.wait_for(handle.ping.remote(), bound)
+            except Exception as exc:
+                self.log.warning("supervisor_still_starting", group=group, error=repr(exc))
         self.boot_seconds = time.perf_counter() - started
         self.log.info("tree_started", seconds=round(self.boot_seconds, 2))
         self.safe_state: dict[str, str | None] = {}  # agent host name -> reason
+        self.global_state = await self._load_global_state()
         self._escalation = asyncio.get_running_loop().create_task(self._escalation_loop())
+
+    # -- the global trading state -----
+
+    async def _db(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                with_password(self.database_url), min_size=1, max_size=2, timeout=5,
+                command_timeout=10,
+            )  # fmt: skip
+        return self._pool
+
+    async def _load_global_state(self) -> dict[str, Any]:
+        try:
+            row = await (await self._db()).fetchrow(
+                "SELECT state, reason, extract(epoch FROM updated_at) AS ts FROM risk_states"
+                " WHERE scope = 'global'"
+            )
+        except Exception as exc:  # the hosts read it themselves; the next change writes it
+            self.log.warning("global_state_unreadable", error=str(exc))
+            row = None
+        if row is None:
+            return {"state": "ACTIVE", "reason": None, "ts": 0.0}
+        return {"state": row["state"], "reason": row["reason"], "ts": float(row["ts"])}
+
+    async def set_global_state(self, state: str, reason: str | None) -> dict[str, Any]:
+        """Journal the global state, then apply it on every agent host in one parallel
+        round; returns it with the hosts reached and the round's latency."""
+        target = TradingState.parse(state).value
+        ts = time.time()
+        event = {"state": target, "reason": reason, "source": "user", "ts": ts}
+        pool = await self._db()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO journal (stream_id, seq, event_type, payload, version)"
+                " SELECT 'risk:global', coalesce(max(seq), 0) + 1, 'trading_state_changed', $1, 1"
+                " FROM journal WHERE stream_id = 'risk:global'",
+                encode(event),
+            )
+            await conn.execute(
+                "INSERT INTO risk_states (scope, state, reason, source, updated_at)"
+                " VALUES ('global', $1, $2, 'user', to_timestamp($3)) ON CONFLICT (scope) DO"
+                " UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason,"
+                " source = EXCLUDED.source, updated_at = EXCLUDED.updated_at",
+                target,
+                reason,
+                ts,
+            )
+        self.global_state = {"state": target, "reason": reason, "ts": ts}
+        log = self.log.error if target != "ACTIVE" else self.log.warning
+        log("alert_global_state" if target != "ACTIVE" else "global_state", state=target,
+            reason=reason)  # fmt: skip
+        hosts = [c["name"] for c in (await self.tree())["supervisors"]["agents"]["children"]]
+        started = time.perf_counter()
+        results = await asyncio.gather(*(self._send_global(h) for h in hosts))
+        latency = time.perf_counter() - started
+        GLOBAL_STATE_FANOUT_SECONDS.observe(latency)
+        return {
+            **self.global_state,
+            "hosts": len(hosts),
+            "hosts_reached": sum(1 for ok in results if ok),
+            "latency_ms": round(latency * 1000, 2),
+        }
+
+    async def _send_global(self, host_name: str) -> bool:
+        g = self.global_state
+        try:
+            handle = await actor_handle(host_name, self.namespace)
+            await asyncio.wait_for(
+                handle.set_global_state.remote(g["state"], g["reason"], g["ts"]), 10
+            )
+            return True
+        except Exception as exc:  # restarting: it reads the state back, and the loop re-sends
+            self.log.warning("global_state_not_delivered", host=host_name, error=str(exc))
+            return False
 
     async def ping(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
+            "node": node_id(),
             "kind": "root",
             "started_at": self.started_at,
             "boot_seconds": self.boot_seconds,
@@ -76,11 +174,29 @@ class RootSupervisor:
         async def one(group: str) -> tuple[str, Any]:
             try:
                 return group, await asyncio.wait_for(self.supervisors[group].status.remote(), 5)
+            except ray.exceptions.ActorDiedError as exc:
+                self._respawn(group, exc)
+                return group, {"group": group, "state": "failed", "error": str(exc), "children": []}
             except Exception as exc:
                 return group, {"group": group, "state": "failed", "error": str(exc), "children": []}
 
         statuses = dict(await asyncio.gather(*(one(g) for g in GROUPS)))
         return {"root": await self.ping(), "supervisors": statuses}
+
+    def _respawn(self, group: str, why: BaseException) -> None:
+        """A supervisor that died for good (Ray restarts a killed process, not one whose
+        constructor raised) is created again; it re-adopts its children by name."""
+        self.log.error("alert_supervisor_recreated", group=group, error=str(why))
+        self.supervisors[group] = factory.spawn(
+            "supervisor",
+            supervisor_name(group),
+            self.namespace,
+            group,
+            self.settings,
+            self.database_url,
+            self.redis_url,
+            placement=self.settings.placement,
+        )
 
     # -- escalation -----
 
@@ -105,7 +221,7 @@ class RootSupervisor:
         groups = tree["supervisors"]
         failed = [
             child["name"]
-            for group in ("evaluators", "wallets", "feeds")
+            for group in ("evaluators", "venues", "feeds")
             for child in groups[group]["children"]
             if child["state"] == "failed"
         ]
@@ -113,6 +229,9 @@ class RootSupervisor:
         if failed:
             system = f"safe state: {', '.join(failed)} failed past its restart budget"
         for child in groups["agents"]["children"]:
+            seen = (child.get("info") or {}).get("global_state_ts")
+            if seen is not None and seen != self.global_state["ts"]:
+                await self._send_global(child["name"])
             own = child["state"] == "failed"
             reason = system or (
                 f"safe state: {child['name']} failed past its restart budget" if own else None
@@ -173,12 +292,62 @@ class RootSupervisor:
                 f"{stale_after:g}s on {tokens}; feeds.on_silent={action}"
             )
         reasons.extend(await self._stale_feeds(tree["supervisors"]["feeds"]["children"]))
+        reasons.extend(await self._agent_host_health(tree["supervisors"]["agents"]["children"]))
         return (not reasons, reasons, {"unarmed": unarmed})
+
+    async def _agent_host_health(self, children: list[dict[str, Any]]) -> list[str]:
+        """Custody mismatches, HALTED positions, unreadable agents, a stopped reconciler."""
+        reasons: list[str] = []
+
+        async def one(name: str) -> dict[str, Any] | None:
+            try:
+                handle = await actor_handle(name, self.namespace)
+                report: dict[str, Any] = await asyncio.wait_for(handle.health.remote(), 5)
+                return report
+            except Exception as exc:
+                reasons.append(f"{name} cannot report its health: {type(exc).__name__}")
+                return None
+
+        for name, report in zip(
+            [c["name"] for c in children],
+            await asyncio.gather(*(one(c["name"]) for c in children)),
+            strict=True,
+        ):
+            if report is None:
+                continue
+            recon = report["reconciliation"]
+            for agent_id, found in sorted(recon["mismatches"].items()):
+                reasons.append(
+                    f"custody mismatch: agent {agent_id} (wallet {found['wallet_id']}): "
+                    + "; ".join(found["evidence"])
+                )
+            if not recon["running"]:
+                reasons.append(f"{name}: reconciliation is not running")
+            halted = report["halted_positions"]
+            if halted:
+                ids = ", ".join(sorted(p["position_id"] for p in halted)[:20])
+                reasons.append(
+                    f"{len(halted)} open position(s) unprotected: their agents are HALTED"
+                    f" ({halted[0]['reason']}): {ids}"
+                )
+            locked = report.get("locked_positions") or []
+            if locked:
+                ids = ", ".join(sorted(p["position_id"] for p in locked)[:20])
+                wallets = ", ".join(sorted({p["wallet_id"] for p in locked}))
+                reasons.append(
+                    f"{len(locked)} open position(s) unprotected: the key of wallet(s)"
+                    f" {wallets} is locked, so their exits cannot be signed (unlock with"
+                    f" POST /api/v1/wallets/{{id}}/unlock): {ids}"
+                )
+            for agent_id, why in sorted(report["unreadable"].items()):
+                reasons.append(f"agent {agent_id} quarantined: its journal cannot be read: {why}")
+        return reasons
 
     def _automatic_feeds(self) -> bool:
         """Whether a feed is expected to tick on its own (manual ticks come when pushed)."""
         feeds = self.settings.feeds
-        return feeds.simulated.enabled or feeds.replay.path is not None
+        http = any(getattr(feeds, kind).enabled for kind in HTTP_SOURCES)
+        return feeds.simulated.enabled or feeds.replay.path is not None or http
 
     async def _stale_feeds(self, children: list[dict[str, Any]]) -> list[str]:
         """Automatic feeds whose last tick is older than ``feeds.stale_after_s`` (asked live)."""

@@ -1,4 +1,4 @@
-"""Supervisor: one per kind of child (agent hosts, wallet hosts, evaluators, feeds).
+"""Supervisor: one per kind of child (agent hosts, evaluators, the exchange, feeds).
 
 Contract:
 - Strategy one-for-one: each child is watched and restarted on its own.
@@ -8,9 +8,13 @@ Contract:
   most R restarts in T seconds), and escalation: past the budget the child is
   marked ``failed``, the supervisor reports itself degraded and logs a
   structured alert; the root decides what to do.
+- Restarts are counted from the starts each child records itself (``actor_starts``,
+  since the system booted): none is missed between two pings, and a restarted
+  supervisor knows every restart of its children and when it happened. While
+  PostgreSQL cannot be read, a changed incarnation seen by the ping counts instead.
 - Re-adoption: children are named; a restarted supervisor finds them by name
   (``get_if_exists``) instead of creating duplicates. The set of children is
-  derived from PostgreSQL (agent and wallet slots) and settings (evaluators,
+  derived from PostgreSQL (agent slots) and settings (evaluators,
   feeds), so it needs no state of its own.
 """
 
@@ -27,13 +31,28 @@ import asyncpg
 import ray
 import structlog
 
+from valux.config.secrets import with_password
 from valux.config.settings import Settings
+from valux.feeds.live import HTTP_SOURCES
+from valux.hosting.host import node_id
+from valux.hosting.naming import (
+    agent_host_name,
+    evaluator_name,
+    exchange_name,
+    feed_name,
+)
 from valux.observability.logging import configure_logging
 from valux.observability.metrics import ACTOR_RESTARTS, ESCALATIONS, collect_families
+from valux.persistence.journal import DATABASE_DOWN
+from valux.persistence.starts import starts_since_boot
 from valux.supervisors import factory
-from valux.supervisors.naming import agent_host_name, evaluator_name, feed_name, wallet_host_name
 
-CHILD_KIND = {"agents": "agent", "wallets": "wallet", "evaluators": "evaluator", "feeds": "feed"}
+CHILD_KIND = {
+    "agents": "agent",
+    "evaluators": "evaluator",
+    "venues": "exchange",
+    "feeds": "feed",
+}
 
 
 @dataclass
@@ -47,6 +66,8 @@ class Child:
     restart_times: deque[float] = field(default_factory=deque)
     last_failure: str | None = None
     last_ping: dict[str, Any] = field(default_factory=dict)
+    starts_seen: int | None = None  # recorded starts since boot, at the last count
+    counted_by_ping: int = 0  # restarts counted by ping whose recorded start is not seen yet
 
     def view(self) -> dict[str, Any]:
         return {
@@ -78,8 +99,16 @@ class Supervisor:
         self.started_at = time.time()
         self.state = "starting"
         self._lock = asyncio.Lock()
-        for key in await self._desired_keys():
-            await self.ensure(key)
+        self._ensuring: set[str] = set()  # children whose first ping is under way
+        self._pool: asyncpg.Pool | None = None
+        # Children of one group are independent: adopt or start them together, so one that
+        # is slow to answer (restarting, or stuck on its database) does not hold the others
+        # or this supervisor's own start; the monitor loop goes on pinging it.
+        answers = await asyncio.gather(
+            *(self.ensure(key) for key in await self._desired_keys()), return_exceptions=True
+        )
+        for failure in (a for a in answers if isinstance(a, BaseException)):
+            self.log.warning("child_not_answering_yet", error=repr(failure))
         self.state = "running"
         self._monitor = asyncio.get_running_loop().create_task(self._monitor_loop())
 
@@ -88,6 +117,8 @@ class Supervisor:
     async def _desired_keys(self) -> list[Any]:
         if self.group == "evaluators":
             return list(range(self.settings.hosting.evaluators))
+        if self.group == "venues":
+            return ["paper"]
         if self.group == "feeds":
             feeds = self.settings.feeds
             sources = []
@@ -97,30 +128,39 @@ class Supervisor:
                 sources.append("manual")
             if feeds.replay.path is not None:
                 sources.append("replay")
+            sources += [k for k in HTTP_SOURCES if getattr(feeds, k).enabled]
             return sources
-        table = "agents" if self.group == "agents" else "wallets"
-        condition = " WHERE status <> 'deleted'" if table == "agents" else ""
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            rows = await conn.fetch(f"SELECT DISTINCT host_slot FROM {table}{condition}")
-        finally:
-            await conn.close()
-        return sorted(r["host_slot"] for r in rows)
+        table, condition = "agents", " WHERE status <> 'deleted'"
+        delay = 0.2
+        while True:  # a constructor that raised would leave this supervisor dead for good
+            try:
+                conn = await asyncpg.connect(with_password(self.database_url), timeout=5)
+                try:
+                    rows = await conn.fetch(
+                        f"SELECT DISTINCT host_slot FROM {table}{condition}", timeout=10
+                    )
+                finally:
+                    await conn.close(timeout=5)
+                return sorted(r["host_slot"] for r in rows)
+            except DATABASE_DOWN as exc:  # refused or hung: the children run on meanwhile
+                self.log.warning("children_unreadable_retrying", error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _name(self, key: Any) -> str:
         if self.group == "agents":
             return agent_host_name(key)
-        if self.group == "wallets":
-            return wallet_host_name(key)
         if self.group == "evaluators":
             return evaluator_name(key)
+        if self.group == "venues":
+            return exchange_name(key)
         return feed_name(key)
 
     def _args(self, key: Any) -> tuple[Any, ...]:
-        if self.kind == "evaluator":
+        if self.kind in ("evaluator", "exchange"):
             return (key, self.settings, self.database_url)
         if self.kind == "feed":
-            return (key, self.settings, self.redis_url)
+            return (key, self.settings, self.redis_url, self.database_url)
         return (key, self.settings, self.database_url, self.redis_url)
 
     # -- starting children -----
@@ -131,15 +171,26 @@ class Supervisor:
         async with self._lock:
             child = self.children.get(name)
             if child is None:
-                handle = factory.spawn(self.kind, name, self.namespace, *self._args(key))
+                handle = factory.spawn(
+                    self.kind,
+                    name,
+                    self.namespace,
+                    *self._args(key),
+                    placement=self.settings.placement,
+                )
                 child = self.children[name] = Child(name, key, handle)
-        if child.state != "running":
-            info = await asyncio.wait_for(
-                child.handle.ping.remote(), timeout=self.settings.supervision.step_timeout_s * 6
-            )
+        if child.state in ("starting", "degraded"):
+            self._ensuring.add(name)
+            try:
+                info = await asyncio.wait_for(
+                    child.handle.ping.remote(), timeout=self.settings.supervision.step_timeout_s * 6
+                )
+            finally:
+                self._ensuring.discard(name)
             child.incarnation = info.get("incarnation") or str(info.get("started_at"))
             child.last_ping = info
             child.state = "running"
+        # A failed child stays failed: only a quiet restart window lifts an escalation.
         return child.view()
 
     # -- monitoring -----
@@ -148,23 +199,75 @@ class Supervisor:
         interval = self.settings.supervision.ping_interval_s
         while True:
             await asyncio.sleep(interval)
-            await asyncio.gather(*(self._check(c) for c in list(self.children.values())))
+            counted = await self._count_recorded_starts()
+            await asyncio.gather(
+                *(self._check(c, by_ping=not counted) for c in list(self.children.values()))
+            )
             self._update_state()
 
-    async def _check(self, child: Child) -> None:
-        if child.state == "starting":
-            return
+    async def _count_recorded_starts(self) -> bool:
+        """Count restarts from ``actor_starts``; False if they could not be read."""
+        try:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    with_password(self.database_url), min_size=1, max_size=1, timeout=5,
+                    command_timeout=10,
+                )  # fmt: skip
+            starts = await asyncio.wait_for(
+                starts_since_boot(self._pool, [c.name for c in self.children.values()]), 5
+            )
+        except Exception as exc:
+            self.log.warning("restart_counts_unreadable", error=str(exc))
+            return False
+        now_wall, now_mono = time.time(), time.monotonic()
+        for child in self.children.values():
+            times = starts.get(child.name, [])  # a child added while the read was in flight
+            if not times:
+                continue  # the first start is not recorded yet
+            if child.starts_seen is None:  # (re)adopted: every restart since boot
+                child.restarts = len(times) - 1
+                window = self.settings.supervision.restart_period_s
+                child.restart_times.extend(
+                    now_mono - (now_wall - t) for t in times[1:] if now_wall - t <= window
+                )
+                if len(child.restart_times) > self.settings.supervision.restart_intensity:
+                    if child.state != "failed":
+                        ESCALATIONS.labels(self.kind).inc()
+                    child.state = "failed"
+                    self.log.error("alert_restart_intensity_exceeded", child=child.name,
+                                   restarts_in_window=len(child.restart_times), window_s=window,
+                                   adopted=True)  # fmt: skip
+            else:
+                new = times[child.starts_seen :]
+                already = min(child.counted_by_ping, len(new))  # seen by ping while unreadable
+                child.counted_by_ping -= already
+                for t in new[already:]:
+                    self._restarted(child, child.last_failure or "process restarted",
+                                    at=now_mono - (now_wall - t))  # fmt: skip
+            child.starts_seen = len(times)
+        return True
+
+    async def _check(self, child: Child, *, by_ping: bool = False) -> None:
+        """Ping ``child``; ``by_ping``: count a changed incarnation as a restart (the
+        recorded starts could not be read this round)."""
+        if child.state == "starting" and child.name in self._ensuring:
+            return  # its first ping is under way
         timeout = self.settings.supervision.ping_timeout_s
         try:
             info = await asyncio.wait_for(child.handle.ping.remote(), timeout=timeout)
         except TimeoutError:
-            self._restarted(child, f"no answer to ping within {timeout}s; killed")
+            child.last_failure = f"no answer to ping within {timeout}s; killed"
+            self.log.warning("child_hung_killed", child=child.name, timeout_s=timeout)
             ray.kill(child.handle, no_restart=False)
             return
         except ray.exceptions.ActorDiedError as exc:
-            self._restarted(child, f"died permanently: {exc}; recreating")
+            child.last_failure = f"died permanently: {exc}; recreating"
             child.handle = factory.spawn(
-                self.kind, child.name, self.namespace, *self._args(child.key)
+                self.kind,
+                child.name,
+                self.namespace,
+                *self._args(child.key),
+                placement=self.settings.placement,
             )
             return
         except Exception as exc:  # restarting (ActorUnavailableError) or a crash
@@ -173,8 +276,9 @@ class Supervisor:
                 child.state = "degraded"
             return
         incarnation = info.get("incarnation") or str(info.get("started_at"))
-        if child.incarnation is not None and incarnation != child.incarnation:
+        if by_ping and child.incarnation is not None and incarnation != child.incarnation:
             self._restarted(child, child.last_failure or "process restarted")
+            child.counted_by_ping += 1  # its recorded start, once readable, is this restart
         child.incarnation = incarnation
         child.last_ping = info
         if child.state == "failed":
@@ -193,8 +297,8 @@ class Supervisor:
             child.state = "running"
             self.log.warning("child_recovered", child=child.name, window_s=window)
 
-    def _restarted(self, child: Child, why: str) -> None:
-        now = time.monotonic()
+    def _restarted(self, child: Child, why: str, *, at: float | None = None) -> None:
+        now = time.monotonic() if at is None else at
         child.restarts += 1
         child.last_failure = why
         child.restart_times.append(now)
@@ -228,6 +332,7 @@ class Supervisor:
     async def ping(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
+            "node": node_id(),
             "group": self.group,
             "state": self.state,
             "children": len(self.children),
@@ -236,6 +341,8 @@ class Supervisor:
     async def status(self) -> dict[str, Any]:
         return {
             "group": self.group,
+            "pid": os.getpid(),
+            "node": node_id(),
             "state": self.state,
             "started_at": self.started_at,
             "children": [c.view() for c in self.children.values()],

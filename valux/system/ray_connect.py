@@ -6,7 +6,9 @@ The rules, in order:
    the Ray temp dir) → connect, unless the file is stale (nothing answers at
    that address): then say so and start a local instance instead.
 3. Otherwise start a local instance (GCS on a free port; the dashboard on
-   ``ray.dashboard_port``, checked before Ray starts).
+   ``ray.dashboard_port``, checked before Ray starts), bound to loopback only: its GCS,
+   raylet, object manager and workers listen on 127.0.0.1, so nothing else on the
+   network can reach them (:func:`bind_to_loopback`). A cluster is ``ray start``'s.
 """
 
 from __future__ import annotations
@@ -83,6 +85,25 @@ def use_cluster_token() -> None:
         return
 
 
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch for single-machine mode: off, a node takes 127.0.0.1 as its address and
+every Ray server binds to it (Ray's own default on macOS and Windows)."""
+
+
+def bind_to_loopback() -> None:
+    """Make the local Ray instance about to start listen on loopback only.
+
+    Ray picks the node's address when it starts (it ignores ``_node_ip_address=127.0.0.1``
+    on Linux and binds its gRPC servers to that address); in single-machine mode the
+    address is loopback. The switch is read from the environment by the Ray processes
+    this one starts (they inherit it) and, in this process, from a constant Ray set when
+    it was imported, so both are set."""
+    os.environ[LOOPBACK_ENV] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def connect(settings: Settings, *, log_to_driver: bool = False) -> tuple[RayConnection, list[str]]:
     """Connect this process to Ray; returns the connection and any warnings.
 
@@ -119,6 +140,7 @@ def connect(settings: Settings, *, log_to_driver: bool = False) -> tuple[RayConn
         who="the Ray dashboard of valux's local Ray instance",
         setting="ray.dashboard_port",
     )
+    bind_to_loopback()
     context = ray.init(
         namespace=namespace,
         include_dashboard=True,

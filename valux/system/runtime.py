@@ -17,17 +17,21 @@ from typing import Any
 import asyncpg
 import ray
 from aiohttp import web
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from valux.api.app import create_app
+from valux.config.secrets import export_for_actors, public_settings, without_password
 from valux.config.settings import Settings
 from valux.errors import Unavailable
+from valux.hosting.handles import clear_cache
+from valux.hosting.naming import ROOT
 from valux.observability.logging import configure_logging
 from valux.ops.embedded import resolve_database_url, resolve_redis_url, stop_embedded
 from valux.ops.ports import describe_bind_error, ensure_port_free
+from valux.persistence.journal import DATABASE_DOWN
 from valux.persistence.migrations import apply_migrations
+from valux.persistence.starts import RECORD_BOOT
 from valux.supervisors import factory
-from valux.supervisors.handles import clear_cache
-from valux.supervisors.naming import ROOT
 from valux.system.backend import RayBackend
 from valux.system.ray_connect import RayConnection, connect, use_cluster_token
 
@@ -38,16 +42,28 @@ def _quiet(_: str) -> None:
     return None
 
 
+_DATABASE_WAIT_S = 120.0  # how long start-up waits for an unreachable PostgreSQL
+
+
 async def prepare_database(settings: Settings, say: Say = _quiet) -> tuple[str, asyncpg.Pool]:
     """Resolve PostgreSQL, apply pending migrations, return (url, pool)."""
     url, description = await asyncio.to_thread(resolve_database_url, settings)
     say(f"database: {description}")
-    pool: asyncpg.Pool = await asyncpg.create_pool(
-        url,
-        min_size=settings.database.pool_min_size,
-        max_size=settings.database.pool_max_size,
-        timeout=settings.database.connect_timeout_s,
-    )
+    deadline = time.monotonic() + _DATABASE_WAIT_S
+    while True:  # a database that is briefly unreachable (restarting, a network blip)
+        try:
+            pool: asyncpg.Pool = await asyncpg.create_pool(
+                url,
+                min_size=settings.database.pool_min_size,
+                max_size=settings.database.pool_max_size,
+                timeout=settings.database.connect_timeout_s,
+            )
+            break
+        except DATABASE_DOWN as exc:
+            if time.monotonic() > deadline:
+                raise
+            say(f"PostgreSQL unreachable ({type(exc).__name__}: {exc}); retrying")
+            await asyncio.sleep(1.0)
     async with pool.acquire() as conn:
         applied = await apply_migrations(conn)
     if applied:
@@ -64,10 +80,21 @@ async def attach_or_start(
         root = await asyncio.to_thread(ray.get_actor, ROOT, namespace=ns)
         started = False
     except ValueError:
-        root = factory.spawn("root", ROOT, ns, settings, database_url, redis_url)
+        await _record_boot(database_url)  # restarts are counted from here on
+        # Constructor arguments are kept by Ray and shown by its tools: no password in
+        # them. The actors read theirs from their environment (valux.config.secrets).
+        root = factory.spawn(
+            "root",
+            ROOT,
+            ns,
+            public_settings(settings),
+            without_password(database_url),
+            without_password(redis_url),
+            placement=settings.placement,
+        )
         started = True
     began = time.perf_counter()
-    info = await root.ping.remote()  # returns once the whole tree has recovered
+    info = await _ping_root(root, settings, say)  # returns once the whole tree has recovered
     verb = "started" if started else "attached to"
     say(
         f"{verb} the valux actor system in namespace {ns!r}"
@@ -75,6 +102,28 @@ async def attach_or_start(
     )
     del info
     return root, started
+
+
+async def _ping_root(root: Any, settings: Settings, say: Say) -> Any:
+    """The root's ping, waiting out a root that is restarting right now (Ray restarts it;
+    an API started at that moment must attach, not exit)."""
+    deadline = time.monotonic() + max(120.0, settings.api.actor_retry_s)
+    while True:
+        try:
+            return await root.ping.remote()
+        except (RayActorError, ActorUnavailableError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            say(f"the root supervisor is restarting ({type(exc).__name__}); waiting")
+            await asyncio.sleep(1.0)
+
+
+async def _record_boot(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(RECORD_BOOT)
+    finally:
+        await conn.close()
 
 
 class Runtime:
@@ -99,6 +148,8 @@ class Runtime:
         self.database_url, self.pool = await prepare_database(s, self.say)
         self.redis_url, redis_description = await asyncio.to_thread(resolve_redis_url, s)
         self.say(f"redis: {redis_description}")
+        # a local Ray instance's workers inherit these (no secret travels through Ray)
+        export_for_actors(self.database_url, self.redis_url, s.jupiter.api_key)
         if not ray.is_initialized():
             self.connection, warnings = connect(s)  # main thread: blocking is fine at start
             for warning in warnings:

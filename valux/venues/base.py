@@ -102,6 +102,8 @@ class OrderIntent:
     quote_asset: str
     amount: Decimal
     reference_price: float | None = None
+    reference_ts: float | None = None
+    """When ``reference_price`` was seen (market time in a backtest)."""
     created_at: float
 
     def __post_init__(self) -> None:

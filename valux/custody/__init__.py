@@ -1,0 +1,1 @@
+"""Custody: the Wallet state machine (balances, in-flight order intents)."""

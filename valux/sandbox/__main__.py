@@ -1,0 +1,3 @@
+from valux.sandbox.cli import main
+
+raise SystemExit(main())
