@@ -210,7 +210,7 @@ async def _stop(settings: Any) -> int:
 
     report = await stop_cluster(settings, say=say)
     print(json.dumps(report, indent=2, default=str))
-    return 0
+    return 1 if report.get("still_listed") else 0
 
 
 async def _status(settings: Any) -> int:

@@ -123,7 +123,6 @@ def test_sigterm_drains_the_api_and_leaves_cluster_actors_running(
         )  # fmt: skip
         assert stop.returncode == 0, stop.stderr
         assert "actor system stopped" in stop.stderr
-        time.sleep(1)
         left = [
             a for a in ray.util.list_named_actors(all_namespaces=True)
             if a["namespace"] == namespace

@@ -251,8 +251,25 @@ async def stop_cluster(settings: Settings, say: Say = _quiet) -> dict[str, Any]:
         root.shutdown.remote(), settings.supervision.step_timeout_s * 6
     )
     ray.kill(root, no_restart=True)
-    say("actor system stopped")
+    left = await _wait_until_gone(settings.ray.namespace, settings.supervision.step_timeout_s)
+    if left:
+        report["still_listed"] = left
+        say(f"warning: still listed by Ray after the shutdown: {', '.join(left)}")
+    else:
+        say("actor system stopped")
     return report
+
+
+async def _wait_until_gone(namespace: str, timeout_s: float) -> list[str]:
+    """Wait until Ray lists no named actor of ``namespace`` (a killed actor leaves Ray's
+    table a moment after the kill); the names still listed when ``timeout_s`` ran out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        listed = await asyncio.to_thread(ray.util.list_named_actors, all_namespaces=True)
+        left = sorted(a["name"] for a in listed if a["namespace"] == namespace)
+        if not left or time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(0.2)
 
 
 async def cluster_status(settings: Settings) -> dict[str, Any]:
