@@ -21,8 +21,8 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from tests.integration.helpers import Api, wait_for
 from tests.integration.live_support import control, own_system, sandbox_process
 from tests.integration.test_users_secrets import _files_containing, _ray_log_dir
+from valux.schema.evm_abi import ERC20_ABI
 from valux.system.runtime import Runtime
-from valux.venues.uniswap.abi import ERC20_ABI
 
 PASSPHRASE = "arbitrum wallet passphrase"
 STOP = {

@@ -13,6 +13,7 @@ from eth_account import Account
 from pydantic import ValidationError
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
+from valux.schema.evm_abi import DEPOSIT_TOPIC, TRANSFER_TOPIC, WITHDRAWAL_TOPIC
 from valux.venues.uniswap import (
     Attempt,
     Fees,
@@ -27,7 +28,6 @@ from valux.venues.uniswap import (
     fees_from_history,
     token_flows,
 )
-from valux.venues.uniswap.abi import DEPOSIT_TOPIC, TRANSFER_TOPIC, WITHDRAWAL_TOPIC
 from valux.venues.uniswap.errors import explain
 from valux.venues.uniswap.fees import gas_with_margin
 

@@ -22,6 +22,7 @@ from tests.unit.evm_support import (
     units,
     wait_until,
 )
+from valux.schema.evm_abi import MAX_UINT256
 from valux.venues.base import OrderRejected, OrderState, Side, Venue, should_retry
 from valux.venues.uniswap import (
     ChainIdMismatch,
@@ -31,7 +32,6 @@ from valux.venues.uniswap import (
     gas_paid_wei,
     token_flows,
 )
-from valux.venues.uniswap.abi import MAX_UINT256
 
 ONE = Decimal(1)
 

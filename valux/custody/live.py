@@ -50,6 +50,7 @@ from valux.config.settings import Settings
 from valux.custody.policy import SpendPolicy, SpendRefused, check, utc_day
 from valux.custody.vault import KeyVault, Purpose
 from valux.custody.wallet import Wallet
+from valux.schema.evm_abi import ERC20_ABI
 from valux.venues.base import OrderIntent, Side, Venue
 from valux.venues.jupiter import (
     Attempt,
@@ -66,7 +67,6 @@ from valux.venues.jupiter.chain import WSOL_MINT
 from valux.venues.uniswap import Attempt as EvmAttempt
 from valux.venues.uniswap import SenderSettings as EvmSenderSettings
 from valux.venues.uniswap import TxSender, UniswapConfig, UniswapVenue
-from valux.venues.uniswap.abi import ERC20_ABI
 
 __all__ = ["LIVE_VENUES", "JournalAttempt", "LiveVenues", "policy_refusal", "spend_policy"]
 

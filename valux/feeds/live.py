@@ -32,7 +32,7 @@ from valux.feeds.pyth import DEFAULT_BASE_URL as PYTH_URL
 from valux.feeds.pyth import PythHermesSource
 from valux.feeds.ticks import Tick
 from valux.feeds.uniswap_pool import UniswapPoolSource
-from valux.venues.uniswap.abi import ERC20_ABI, FACTORY_ABI, FEE_TIERS
+from valux.schema.evm_abi import ERC20_ABI, FACTORY_ABI, FEE_TIERS
 
 __all__ = ["HTTP_SOURCES", "FollowingRunner", "build_source"]
 

@@ -42,6 +42,13 @@ Contract:
 - Everything random (drops, skips, every keypair derived by :meth:`SolanaLedger.keypair`)
   comes from ``seed``. Wall-clock fields (``blockTime``) are the only non-determinism.
 - Single-threaded: all methods are called from the event loop that runs the clock.
+- **Program execution on a thread of its own.** LiteSVM's program runtime (solders 0.29)
+  uses the MMX registers without ``EMMS``, leaving the x87 unit of the thread that called
+  it unusable: every later ``long double`` result there is NaN, and Ray's C++ core worker,
+  which sizes hash tables with ``long double``, aborts its process with ``std::bad_alloc``.
+  Simulating and landing transactions therefore run on one dedicated thread (the caller
+  waits for it, so the ledger stays sequential); the threads that host a sandbox — a test
+  process, a benchmark next to Ray, ``valux sandbox`` — keep a sound FPU.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -108,6 +116,8 @@ __all__ = [
 
 SLOTS_PER_EPOCH = 432_000
 _log = logging.getLogger("valux.sandbox.ledger")
+_PROGRAM_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="litesvm-programs")
+"""Where LiteSVM executes programs (module docstring: it leaves its thread's x87 unit dirty)."""
 _FAUCET_LAMPORTS = 100_000_000 * 10**9  # 100 M SOL for airdrops and control-plane fees
 
 
@@ -595,7 +605,7 @@ class SolanaLedger:
         previous = self._svm.get_sigverify()
         self._svm.with_sigverify(sig_verify)
         try:
-            result = self._svm.simulate_transaction(tx)
+            result = _PROGRAM_THREAD.submit(self._svm.simulate_transaction, tx).result()
         finally:
             self._svm.with_sigverify(previous)
         if isinstance(result, FailedTransactionMetadata):
@@ -664,7 +674,7 @@ class SolanaLedger:
         keys, loaded_w, loaded_r = self._resolve_keys(message)
         pre_balances = [self.balance(k) for k in keys]
         pre_tokens = self._token_balances(keys)
-        result = self._svm.send_transaction(tx)
+        result = _PROGRAM_THREAD.submit(self._svm.send_transaction, tx).result()
         signature = _signature(tx)
         if self._svm.get_transaction(signature) is None:
             return None  # not committed: no fee charged, the cluster never saw it land

@@ -18,7 +18,7 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address
 
-from valux.venues.uniswap.abi import DEPOSIT_TOPIC, TRANSFER_TOPIC, WITHDRAWAL_TOPIC
+from valux.schema.evm_abi import DEPOSIT_TOPIC, TRANSFER_TOPIC, WITHDRAWAL_TOPIC
 
 __all__ = ["TokenFlows", "gas_paid_wei", "token_flows"]
 

@@ -80,16 +80,7 @@ from web3 import AsyncWeb3
 from web3.exceptions import BadFunctionCallOutput
 
 from valux.feeds.uniswap_pool import POOL_ABI, sqrt_price_x96_to_price
-from valux.venues.base import (
-    OrderIntent,
-    OrderRejected,
-    OrderState,
-    OrderStatus,
-    Quote,
-    Side,
-    VenueUnavailable,
-)
-from valux.venues.uniswap.abi import (
+from valux.schema.evm_abi import (
     ADDRESS_THIS,
     ERC20_ABI,
     FACTORY_ABI,
@@ -99,6 +90,15 @@ from valux.venues.uniswap.abi import (
     SWAP_ROUTER02_ABI,
     WETH9_ABI,
     ZERO_ADDRESS,
+)
+from valux.venues.base import (
+    OrderIntent,
+    OrderRejected,
+    OrderState,
+    OrderStatus,
+    Quote,
+    Side,
+    VenueUnavailable,
 )
 from valux.venues.uniswap.errors import (
     SendRejected,

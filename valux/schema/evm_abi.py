@@ -1,4 +1,5 @@
-"""The slices of the contract interfaces the Uniswap venue calls, and their constants.
+"""The slices of the EVM contract interfaces valux calls (Uniswap V3, WETH9, ERC-20), and
+their constants: shared by the Uniswap venue, the pool-price feed and EVM custody.
 
 Hand-written ABI fragments (interfaces are facts, not code: no artifact is copied here).
 Function and event names, argument order and types follow the deployed contracts:
