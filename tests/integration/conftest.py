@@ -111,9 +111,8 @@ NODE_FAILURE_DETECTION = {
 """How fast the head declares a lost node dead (Ray's default takes tens of seconds):
 the multi-node test kills a node and times its actors' restarts elsewhere. A killed node
 refuses the check's connection at once, so it is dead after 5 checks 0.5 s apart; a live
-node that is merely slow (a loaded 2-core CI machine) keeps Ray's 10 s answer timeout: a
-0.5 s timeout is the likely cause of a CI run whose driver aborted creating an actor (a
-head declared dead under load takes the driver with it). A cluster's operator sets the
+node that is merely slow (a loaded 2-core CI machine) keeps Ray's 10 s answer timeout, so
+the session's own head is never declared dead under load. A cluster's operator sets the
 same through ``RAY_health_check_*`` on ``ray start --head``."""
 
 
