@@ -227,6 +227,7 @@ async def _solana(
             )
         finally:
             await agents.stop_background()
+            await agents.shutdown()  # final snapshots; closes its pool before the drop
             await evaluator.shutdown()
 
 
@@ -248,6 +249,7 @@ async def _evm(env: BenchEnv, signals: int, clocks: Clocks) -> tuple[Split, Spli
             return await _round_trips(agents, tokens, signals, "0.05", clocks)
         finally:
             await agents.stop_background()
+            await agents.shutdown()  # final snapshots; closes its pool before the drop
             await evaluator.shutdown()
 
 

@@ -235,6 +235,24 @@ async def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0) -
         await asyncio.sleep(0.01)
 
 
+async def until_in_mempool(
+    sandbox: EvmSandbox, tx_hashes: list[str], timeout_s: float = 10.0
+) -> None:
+    """Wait until the node knows every one of ``tx_hashes``. A swap is journaled *before*
+    it is sent, so with automine off a test must see it reach the node before it mines
+    the block meant to include it (on a loaded machine the send can come later)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        known = [await sandbox.rpc("eth_getTransactionByHash", [h]) for h in tx_hashes]
+        if all(known):
+            return
+        if loop.time() > deadline:
+            missing = [h for h, k in zip(tx_hashes, known, strict=True) if not k]
+            raise AssertionError(f"never reached the node: {missing}")
+        await asyncio.sleep(0.01)
+
+
 def units(amount: Decimal, decimals: int) -> int:
     """Whole units → base units (exact)."""
     return int(amount.scaleb(decimals))

@@ -20,6 +20,7 @@ from tests.unit.evm_support import (
     intent,
     make_trader,
     units,
+    until_in_mempool,
     wait_until,
 )
 from valux.schema.evm_abi import MAX_UINT256
@@ -217,6 +218,7 @@ async def test_a_stuck_transaction_is_replaced_and_lands_once() -> None:
         for key in ("max_fee_per_gas", "max_priority_fee_per_gas"):
             assert int(second.fields[key]) * 10 >= int(first.fields[key]) * 11
         assert not task.done()
+        await until_in_mempool(sandbox, [second.tx_hash])
         await sandbox.mine()
         status = await asyncio.wait_for(task, 10)
         assert status.state is OrderState.FILLED, status.reason
@@ -251,11 +253,13 @@ async def test_a_transaction_priced_out_for_n_blocks_is_replaced() -> None:
         task = asyncio.ensure_future(trader.venue.submit(order))
         await wait_until(lambda: trader.journal.swaps(order.intent_id))
         first = trader.journal.swaps(order.intent_id)[0]
+        await until_in_mempool(sandbox, [first.tx_hash])
         await sandbox.set_next_base_fee(int(first.fields["max_fee_per_gas"]) * 3)
         await sandbox.mine(2)  # the swap cannot pay this base fee: two empty blocks
         await wait_until(lambda: len(trader.journal.swaps(order.intent_id)) >= 2)
         second = trader.journal.swaps(order.intent_id)[1]
         assert int(second.fields["max_fee_per_gas"]) > int(first.fields["max_fee_per_gas"]) * 2
+        await until_in_mempool(sandbox, [second.tx_hash])
         await sandbox.mine()
         status = await asyncio.wait_for(task, 10)
         assert status.state is OrderState.FILLED and status.tx_id == second.tx_hash
@@ -334,6 +338,11 @@ async def test_a_slippage_revert_on_chain_is_failed_with_funds_intact() -> None:
         await wait_until(lambda: trader.journal.swaps(order.intent_id))
         big = asyncio.ensure_future(whale.venue.submit(intent(Side.BUY, arb, Decimal(100))))
         await wait_until(lambda: len(whale.journal.of_kind("swap")) == 2)
+        await until_in_mempool(
+            sandbox,
+            [trader.journal.swaps(order.intent_id)[0].tx_hash,
+             whale.journal.of_kind("swap")[1].tx_hash],
+        )  # fmt: skip
         await sandbox.mine()
         status, whale_status = await asyncio.wait_for(asyncio.gather(mine, big), 10)
         assert whale_status.state is OrderState.FILLED
@@ -374,6 +383,8 @@ async def test_a_sell_beyond_the_balance_reverts_on_chain_and_moves_nothing() ->
         sells = [intent(Side.SELL, arb, held), intent(Side.SELL, arb, held)]
         tasks = [asyncio.ensure_future(trader.venue.submit(order)) for order in sells]
         await wait_until(lambda: all(trader.journal.swaps(o.intent_id) for o in sells))
+        await until_in_mempool(sandbox, [trader.journal.swaps(o.intent_id)[0].tx_hash
+                                         for o in sells])  # fmt: skip
         await sandbox.mine()
         statuses = await asyncio.wait_for(asyncio.gather(*tasks), 10)
         filled = [s for s in statuses if s.state is OrderState.FILLED]
