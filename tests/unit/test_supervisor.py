@@ -24,6 +24,7 @@ import valux.supervisors.supervisor as supervisor_module
 from tests.unit.fakes import construct
 from tests.unit.harness import unit_settings
 from valux.config.settings import Settings
+from valux.errors import Unavailable
 from valux.hosting.naming import evaluator_name
 from valux.observability.metrics import ACTOR_RESTARTS, ESCALATIONS
 from valux.supervisors import factory
@@ -736,6 +737,15 @@ async def test_shutdown_stops_every_child_and_kills_it_for_good(rig: Rig) -> Non
     ]
     await asyncio.gather(sup._monitor, return_exceptions=True)
     assert sup._monitor.cancelled()
+
+
+async def test_no_child_is_started_after_the_shutdown(rig: Rig) -> None:
+    """A request that reaches a supervisor after its shutdown (an API still draining)
+    is refused as unavailable instead of starting a child nobody will stop."""
+    sup = await rig.supervisor()
+    await sup.shutdown()
+    with pytest.raises(Unavailable, match="shutting down"):
+        await sup.ensure("a-new-key")
 
 
 async def test_a_supervisor_started_while_the_database_refuses_waits_for_it(

@@ -58,6 +58,7 @@ class RootSupervisor:
         self.log = structlog.get_logger("valux.root")
         self.started_at = time.time()
         self.supervisors: dict[str, Any] = {}
+        self._stopping = False  # set by shutdown: a supervisor killed then is not recreated
         self.boot_seconds = 0.0
         started = time.perf_counter()
         for group in GROUPS:
@@ -186,6 +187,8 @@ class RootSupervisor:
     def _respawn(self, group: str, why: BaseException) -> None:
         """A supervisor that died for good (Ray restarts a killed process, not one whose
         constructor raised) is created again; it re-adopts its children by name."""
+        if self._stopping:
+            return  # killed by the shutdown on purpose
         self.log.error("alert_supervisor_recreated", group=group, error=str(why))
         self.supervisors[group] = factory.spawn(
             "supervisor",
@@ -372,6 +375,10 @@ class RootSupervisor:
         return reasons
 
     async def shutdown(self) -> dict[str, Any]:
+        """Stop the supervisors in reverse start order, each after its children; nothing
+        is recreated meanwhile (the escalation loop ends, :meth:`tree` no longer respawns)."""
+        self._stopping = True
+        self._escalation.cancel()
         report: dict[str, Any] = {}
         timeout = self.settings.supervision.step_timeout_s * 3
         for group in reversed(GROUPS):

@@ -33,6 +33,7 @@ import structlog
 
 from valux.config.secrets import with_password
 from valux.config.settings import Settings
+from valux.errors import Unavailable
 from valux.feeds.live import HTTP_SOURCES
 from valux.hosting.host import node_id
 from valux.hosting.naming import (
@@ -100,6 +101,7 @@ class Supervisor:
         self.state = "starting"
         self._lock = asyncio.Lock()
         self._ensuring: set[str] = set()  # children whose first ping is under way
+        self._stopping = False  # set by shutdown: no child is started or recreated after it
         self._pool: asyncpg.Pool | None = None
         # Children of one group are independent: adopt or start them together, so one that
         # is slow to answer (restarting, or stuck on its database) does not hold the others
@@ -168,6 +170,8 @@ class Supervisor:
     async def ensure(self, key: Any) -> dict[str, Any]:
         """Start (or adopt) the child for ``key`` and wait until it has recovered."""
         name = self._name(key)
+        if self._stopping:
+            raise Unavailable(f"the {self.group} supervisor is shutting down")
         async with self._lock:
             child = self.children.get(name)
             if child is None:
@@ -363,6 +367,7 @@ class Supervisor:
 
     async def shutdown(self) -> dict[str, Any]:
         """Stop every child after its final snapshot; each step bounded by a timeout."""
+        self._stopping = True
         self._monitor.cancel()
         report: dict[str, Any] = {}
         timeout = self.settings.supervision.step_timeout_s
