@@ -84,7 +84,7 @@ from valux.api.security import (
 from valux.api.ws import HUB
 from valux.auth.api_keys import Scope, check_scope
 from valux.auth.errors import AdminRequired, AuthRequired, SessionRequired
-from valux.errors import FieldError, ValuxError
+from valux.errors import FieldError, Unavailable, ValuxError
 from valux.hosting.peers import PEER_ERRORS
 
 log = structlog.get_logger("valux.api")
@@ -364,10 +364,36 @@ async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
     auth = app[AUTH]
     await auth.redis.start()
     try:
-        await auth.bootstrap_admin(app[BOOTSTRAP])
+        await bootstrap_when_reachable(auth, app[BOOTSTRAP])
         yield
     finally:
         await auth.redis.stop()
+
+
+BOOTSTRAP_WAIT_S = 120.0
+"""How long start-up waits for PostgreSQL to bootstrap the first admin (as for the pool)."""
+
+
+async def bootstrap_when_reachable(
+    auth: AuthService,
+    holder: BootstrapAdmin,
+    *,
+    wait_s: float = BOOTSTRAP_WAIT_S,
+    retry_every_s: float = 1.0,
+) -> None:
+    """The first admin's bootstrap, tried again while PostgreSQL is unreachable: a database
+    blip during start-up must not end the API process (a chaos run's API exited on one and
+    stayed down until the next restart)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            await auth.bootstrap_admin(holder)
+            return
+        except Unavailable as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("admin_bootstrap_retrying", error=str(exc))
+            await asyncio.sleep(retry_every_s)
 
 
 def bootstrap_credentials(app: web.Application) -> tuple[str, str] | None:
