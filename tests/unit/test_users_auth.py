@@ -17,7 +17,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +26,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from solders.keypair import Keypair
 
+from tests.unit.redis_support import redis_for_tests
 from valux.api.auth_service import BOOTSTRAP
 from valux.api.security import AuthConfig
 from valux.api.testing import FakeBackend, api_client, sign_in
@@ -40,30 +40,10 @@ Client = TestClient[web.Request, web.Application]
 PASSWORD = "correct horse battery staple"
 
 
-def _reachable(url: str) -> bool:
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except (redis.RedisError, OSError):
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """REDIS_URL, else a local Redis that answers, else an embedded one."""
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    if _reachable(url):
-        yield url
-        return
-    from valux.ops.embedded import EmbeddedRedis
-
-    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis")))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    yield from redis_for_tests(tmp_path_factory)
 
 
 @asynccontextmanager

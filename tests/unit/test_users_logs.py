@@ -11,17 +11,16 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import structlog
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
+from tests.unit.redis_support import redis_for_tests
 from valux.api.auth_service import BOOTSTRAP
 from valux.api.security import AuthConfig
 from valux.api.testing import FakeBackend, api_client
@@ -31,29 +30,10 @@ from valux.auth.webhooks import HEADER, sign
 from valux.observability.logging import configure_logging
 
 
-def _reachable(url: str) -> bool:
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except (redis.RedisError, OSError):
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    if _reachable(url):
-        yield url
-        return
-    from valux.ops.embedded import EmbeddedRedis
-
-    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis")))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    """REDIS_URL, else a local Redis that answers, else an embedded one."""
+    yield from redis_for_tests(tmp_path_factory)
 
 
 @pytest.fixture

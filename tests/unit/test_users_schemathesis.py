@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +25,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
+from tests.unit.redis_support import redis_for_tests
 from valux.api.app import ROUTES, create_app
 from valux.api.openapi import build_openapi
 from valux.api.security import AuthConfig
@@ -86,29 +85,10 @@ class Server:
         self.thread.join(10)
 
 
-def _reachable(url: str) -> bool:
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except (redis.RedisError, OSError):
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    if _reachable(url):
-        yield url
-        return
-    from valux.ops.embedded import EmbeddedRedis
-
-    embedded = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis")))
-    try:
-        yield embedded.start()
-    finally:
-        embedded.stop()
+    """REDIS_URL, else a local Redis that answers, else an embedded one."""
+    yield from redis_for_tests(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
