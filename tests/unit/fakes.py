@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from valux.persistence.codec import decode, encode
-from valux.persistence.journal import Commit, Event, JournalUnavailable, Recovered
+from valux.persistence.journal import Commit, Event, ForkHandler, JournalUnavailable, Recovered
 from valux.persistence.store import Query
 
 T = TypeVar("T")
@@ -62,6 +62,9 @@ class MemoryStore:
         self.down = False
         self._deferred: list[Commit] = []
         self.fail_next: BaseException | None = None
+        self.in_doubt = False  # the next refused entry commits after all (a blackhole)
+        self.fork_handler: ForkHandler | None = None
+        self.forks = 0
         self.queries: dict[str, Callable[..., list[dict[str, Any]]]] = {
             "agent_ids": self._agent_ids,
             "wallet_ids": self._wallet_ids,
@@ -85,8 +88,11 @@ class MemoryStore:
         if self.fail_next is not None:
             exc, self.fail_next = self.fail_next, None
             raise exc
-        if self.down:
+        if self.down or self._deferred:  # as the journal: nothing bypasses its buffer
             if not deferrable:
+                if self.in_doubt:  # refused, but its transaction was on its way: it commits
+                    self.in_doubt = False
+                    self._write(commit)
                 raise JournalUnavailable("journal unavailable (fake outage); entry refused")
             self._deferred.append(commit)
             return
@@ -127,11 +133,29 @@ class MemoryStore:
                 self.snapshots[snap.stream_id] = (snap.seq, encode(snap.state), snap.version)
         self.commits += 1
 
-    def up(self) -> None:
-        """End the outage: write what was buffered, in order."""
+    async def up(self) -> None:
+        """End the outage: write what was buffered, in order. A commit that meets another
+        version of its stream (``in_doubt``) is handed, with the rest of its stream's
+        buffer, to the fork handler, whose rebase takes its place — as the journal does."""
         self.down = False
         while self._deferred:
-            self._write(self._deferred.pop(0))
+            commit = self._deferred[0]
+            try:
+                self._write(commit)
+            except asyncpg.UniqueViolationError:
+                streams = {e.stream_id for e in commit.events}
+                forked = [c for c in self._deferred if streams & {e.stream_id for e in c.events}]
+                rebased: list[Commit] = []
+                for stream_id in sorted(streams):
+                    events = [e for c in forked for e in c.events if e.stream_id == stream_id]
+                    if self.fork_handler is not None:
+                        replacement = await self.fork_handler(stream_id, events)
+                        rebased.extend([replacement] if replacement else [])
+                gone = {id(c) for c in forked}
+                self._deferred = rebased + [c for c in self._deferred if id(c) not in gone]
+                self.forks += 1
+                continue
+            self._deferred.pop(0)
 
     async def write_restored(self) -> int:
         return 0
@@ -162,7 +186,7 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
-    def on_fork(self, handler: Callable[[str], None]) -> None:
+    def on_fork(self, handler: ForkHandler) -> None:
         self.fork_handler = handler
 
     # -- inspection -----

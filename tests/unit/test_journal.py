@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from tests.unit.fakes import FakePool
-from valux.persistence.journal import Commit, Event, Journal, JournalUnavailable
+from valux.persistence.journal import Commit, Event, ForkHandler, Journal, JournalUnavailable
 from valux.persistence.spool import Spool
 
 
@@ -103,13 +104,26 @@ async def test_a_commit_whose_answer_was_lost_is_not_written_twice() -> None:
     assert journal.forks == 0 and len(pool.journal) == 1
 
 
-async def test_a_fork_is_dropped_with_its_stream_and_reported() -> None:
+def _rebase_onto(pool: FakePool, calls: list[tuple[str, list[str]]]) -> ForkHandler:
+    """A host's rebase: the forked events renumbered after the stream's last seq."""
+
+    async def rebase(stream_id: str, events: list[Event]) -> Commit | None:
+        calls.append((stream_id, [e.type for e in events]))
+        top = max(q for (s, q) in pool.journal if s == stream_id)
+        return Commit(events=[replace(e, seq=top + i) for i, e in enumerate(events, 1)])
+
+    return rebase
+
+
+async def test_a_fork_is_rebased_in_place_of_its_stream_buffer(tmp_path: Path) -> None:
     """A buffered commit meets other content at its seq (an entry refused as in doubt did
-    commit): it and the rest of that stream's buffer are dropped, the host is told."""
+    commit): its events and the rest of that stream's buffer — an exit already sent to the
+    venue — are not dropped but handed to the host, whose rebase is written after the
+    stream as PostgreSQL holds it; other streams are untouched."""
     pool = FakePool()
-    journal = Journal(pool)  # type: ignore[arg-type]
-    forked: list[str] = []
-    journal.on_fork = forked.append
+    journal = Journal(pool, spool=Spool(tmp_path / "h.spool"))  # type: ignore[arg-type]
+    calls: list[tuple[str, list[str]]] = []
+    journal.on_fork = _rebase_onto(pool, calls)
     pool.refuse = True
     await journal.commit(_commit("a", 5, "exit"), deferrable=True)
     await journal.commit(_commit("a", 6, "close"), deferrable=True)
@@ -117,8 +131,82 @@ async def test_a_fork_is_dropped_with_its_stream_and_reported() -> None:
     pool.journal[("a", 5)] = ("entry", b"\x80")  # the in-doubt entry that did commit
     pool.refuse = False
     await _drained(journal)
-    assert forked == ["a"] and journal.forks == 1
-    assert ("a", 6) not in pool.journal and ("z", 1) in pool.journal
+    assert calls == [("a", ["exit", "close"])] and journal.forks == 1
+    assert [pool.journal[("a", q)][0] for q in (5, 6, 7)] == ["entry", "exit", "close"]
+    assert ("z", 1) in pool.journal
+
+
+async def test_a_fork_rebase_is_in_the_spool_before_the_forked_commits_leave_it(
+    tmp_path: Path,
+) -> None:
+    """The process dies right after the rebase replaced the forked commits: the next
+    process of the host finds the rebase in the spool, not the forked commits."""
+    pool = FakePool()
+    spool_path = tmp_path / "h.spool"
+    journal = Journal(pool, spool=Spool(spool_path))  # type: ignore[arg-type]
+    calls: list[tuple[str, list[str]]] = []
+    rebase = _rebase_onto(pool, calls)
+    reached = asyncio.Event()
+
+    async def rebase_then_die(stream_id: str, events: list[Event]) -> Commit | None:
+        commit = await rebase(stream_id, events)
+        pool.refuse = True  # the replacement cannot be written: it stays buffered
+        reached.set()
+        return commit
+
+    journal.on_fork = rebase_then_die
+    pool.refuse = True
+    await journal.commit(_commit("a", 5, "exit"), deferrable=True)
+    pool.journal[("a", 5)] = ("entry", b"\x80")
+    pool.refuse = False
+    await asyncio.wait_for(reached.wait(), 3)
+    await asyncio.sleep(0.05)
+    assert journal._drainer is not None
+    journal._drainer.cancel()  # SIGKILL
+    pool.refuse = False
+    reborn = Journal(pool, spool=Spool(spool_path))  # type: ignore[arg-type]
+    assert await reborn.write_restored() == 1
+    assert pool.journal[("a", 6)][0] == "exit" and reborn.forks == 0
+
+
+async def test_a_fork_that_cannot_be_rebased_yet_is_asked_again_and_kept() -> None:
+    """The database goes away while the host reads the stream: nothing is dropped; the
+    rebase is asked for again when it answers."""
+    pool = FakePool()
+    journal = Journal(pool)  # type: ignore[arg-type]
+    calls: list[tuple[str, list[str]]] = []
+    rebase = _rebase_onto(pool, calls)
+    failures = [ConnectionRefusedError("down again (fake)")]
+
+    async def flaky(stream_id: str, events: list[Event]) -> Commit | None:
+        if failures:
+            raise failures.pop()
+        return await rebase(stream_id, events)
+
+    journal.on_fork = flaky
+    pool.refuse = True
+    await journal.commit(_commit("a", 5, "exit"), deferrable=True)
+    pool.journal[("a", 5)] = ("entry", b"\x80")
+    pool.refuse = False
+    await _drained(journal)
+    assert calls == [("a", ["exit"])] and pool.journal[("a", 6)][0] == "exit"
+
+
+async def test_events_that_do_not_apply_after_the_fork_are_dropped_and_reported() -> None:
+    pool = FakePool()
+    journal = Journal(pool)  # type: ignore[arg-type]
+
+    async def unappliable(stream_id: str, events: list[Event]) -> Commit | None:
+        return None
+
+    journal.on_fork = unappliable
+    pool.refuse = True
+    await journal.commit(_commit("a", 5, "exit"), deferrable=True)
+    await journal.commit(_commit("a", 6, "close"), deferrable=True)
+    pool.journal[("a", 5)] = ("entry", b"\x80")
+    pool.refuse = False
+    await _drained(journal)
+    assert journal.forks == 1 and ("a", 6) not in pool.journal
 
 
 async def test_buffered_exits_survive_their_process_in_the_spool(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from tests.unit.fakes import decimal_balances
 from tests.unit.harness import FAST_RECONCILE, TOKEN, small_system, until
 from valux.observability.metrics import CUSTODY_MISMATCHES
 from valux.schema.messages import OrderRequest, intent_id_for
+from valux.trading.reconciliation import held_tokens
 
 FAST = FAST_RECONCILE
 
@@ -138,6 +139,25 @@ async def test_wallet_memory_behind_its_journal_is_a_mismatch() -> None:
         "SOL: wallet memory 9.75, venue account 10",
     ]
     assert agent.state.value == "REDUCING"
+
+
+async def test_no_custody_verdict_while_the_journal_still_buffers_exits() -> None:
+    """After an outage the journal writes its buffer back while PostgreSQL already answers:
+    the journal's sums then lag the wallet by the buffered sale. The audit waits for the
+    buffer (the 10-minute chaos run saw this false alarm on ten wallets)."""
+    system = await small_system()
+    await system.add_agent("a1")
+    [bought] = await system.signal("s1")
+    system.store.down = True
+    system.price(TOKEN, 0.8)
+    assert (await system.exit("a1", bought["position_id"], 0.8))["status"] == "closed"
+    system.store.down = False  # answering again; the buffer is not written yet
+    held = held_tokens(system.agents.entities["a1"])
+    [waiting] = await system.wallets.audit([("w-a1", held)])
+    assert waiting == {"status": "busy", "evidence": []}
+    await system.store.up()
+    [after] = await system.wallets.audit([("w-a1", held)])
+    assert after == {"status": "ok", "evidence": []}
 
 
 async def test_a_consistent_wallet_passes_the_audit() -> None:

@@ -22,11 +22,13 @@ from typing import Any, TypeVar
 
 from valux.actors.wallet_host import WalletHost
 from valux.config.settings import Settings
+from valux.custody.wallet import Wallet
 from valux.errors import Conflict, InvalidRequest, NotFound
-from valux.hosting.host import Host
+from valux.hosting.host import Host, rebase_forked
 from valux.hosting.naming import shard_of
 from valux.hosting.peers import Peers
 from valux.observability.metrics import OPEN_POSITIONS, UNPROTECTED_LOCKED
+from valux.persistence.journal import Commit, Event
 from valux.persistence.store import Query, Store
 from valux.risk.states import TradingState
 from valux.rules.config import load_agent_config, merge_config_patch
@@ -97,6 +99,7 @@ class AgentHost(Host[Agent]):
     ) -> None:
         self.rng = random.Random()
         self.entries = Entries(self)
+        self._wallets_started = False  # the wallet host starts inside this one's recovery
         self.exits = Exits(self)
         self.rules = PositionRules(self)
         self.reconciler = Reconciler(self)
@@ -121,12 +124,24 @@ class AgentHost(Host[Agent]):
             inner=True,
         )
         self.peers.host_locally("wallet", self.slot, self.wallet_host)
+        self._wallets_started = True
 
-    def _stream_forked(self, stream_id: str) -> None:
-        if stream_id.startswith(f"{WalletHost.entity_type.stream_prefix}:"):
-            self.wallet_host._stream_forked(stream_id)  # the journal is shared
-        else:
-            super()._stream_forked(stream_id)
+    async def _stream_forked(self, stream_id: str, events: list[Event]) -> Commit | None:
+        """The journal is shared: a wallet stream's fork is the wallet host's to rebase (or,
+        found in the spool before the wallets started, rebased for their recovery)."""
+        if not stream_id.startswith(f"{Wallet.stream_prefix}:"):
+            return await super()._stream_forked(stream_id, events)
+        if self._wallets_started:
+            return await self.wallet_host._stream_forked(stream_id, events)
+        _, commit = await rebase_forked(self.store, Wallet, stream_id, events, self.log)
+        return commit
+
+    def after_reload(self, entity: Agent) -> None:
+        """Positions that PostgreSQL holds and the agent's memory did not (a buy whose
+        ``position_opened`` was refused in doubt and committed) were never armed: the
+        reconciler's next round arms every open position again (arming is idempotent)."""
+        for position_id in entity.positions:
+            self.reconciler.arm_failed(entity.id, position_id)
 
     async def wallet_call(self, method: str, *args: Any) -> Any:
         """Remote entry point to this host's wallets (the API's create, describe and

@@ -272,9 +272,13 @@ class WalletHost(Host[Wallet]):
         """(wallet_id, tokens its agent's open positions hold): the custody audit of
         :mod:`valux.trading.reconciliation`, each in its wallet's mailbox.
 
-        ``busy`` while the wallet has an intent in flight; else ``ok``, or ``mismatch``
-        with the evidence: a token held other than the positions say, or a balance in
-        memory that differs from the journal's sum of deposits and fills."""
+        ``busy`` while the wallet has an intent in flight, or while the journal holds
+        commits it has not written yet (an outage: its sums lag the memory by them); else
+        ``ok``, or ``mismatch`` with the evidence: a token held other than the positions
+        say, or a balance in memory that differs from the journal's sum of deposits and
+        fills."""
+        if self.store.deferred:
+            return [{"status": "busy", "evidence": []} for _ in items]
         seen = {w: e.seq for w, _ in items if (e := self.entities.get(w)) is not None}
         journal = await self._journal_balances([w for w, _ in items])
         out: list[dict[str, Any]] = []

@@ -40,7 +40,7 @@ from valux.observability.logging import configure_logging
 from valux.observability.metrics import ACTOR_RESTARTS, collect_families
 from valux.observability.publisher import RedisPublisher
 from valux.persistence.entity import Entity, UnreadableStream
-from valux.persistence.journal import Commit
+from valux.persistence.journal import Commit, Event
 from valux.persistence.starts import record_start
 from valux.persistence.store import PgStore, Store
 
@@ -201,18 +201,34 @@ class Host(Generic[E]):
             if len(window) > self.settings.supervision.restart_intensity:
                 await self.quarantine(fresh, error)
                 return True
+        self.after_reload(fresh)
         return False
 
-    def _stream_forked(self, stream_id: str) -> None:
-        """The journal found this stream ahead of an entity's memory: reload the entity."""
+    async def _stream_forked(self, stream_id: str, events: list[Event]) -> Commit | None:
+        """The journal found ``events`` of this stream forked from PostgreSQL (an entry
+        refused as in doubt did commit): rebase them onto the stream as PostgreSQL holds it
+        and make the hosted entity that (see :class:`~valux.persistence.journal.Journal`);
+        the commit that writes them, or None when they do not apply (then the entity is
+        reloaded from PostgreSQL alone, with an alert). Raises when PostgreSQL cannot be
+        read: the journal asks again."""
         entity_id = stream_id.split(":", 1)[1]
-        task = asyncio.get_running_loop().create_task(self.reload(entity_id))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        async with self.mailbox(entity_id):
+            fresh, commit = await rebase_forked(
+                self.store, self.entity_type, stream_id, events, self.log
+            )
+            if entity_id not in self.entities:  # not started yet: recovery reads the result
+                return commit
+            if fresh is None:
+                self.entities.pop(entity_id, None)
+                self.unreadable[entity_id] = "journal fork: stream unreadable"
+                return commit
+            self.entities[entity_id] = fresh  # type: ignore[assignment]
+        self.after_reload(fresh)  # type: ignore[arg-type]
+        return commit
 
     async def reload(self, entity_id: str) -> None:
-        """Rebuild one logical actor from its journal (its memory fell behind or forked
-        from the stream); not a failure of the actor, so no restart is counted."""
+        """Rebuild one logical actor from its journal (its memory fell behind the stream);
+        not a failure of the actor, so no restart is counted."""
         self.log.error("alert_entity_reloaded", entity=entity_id)
         stream = f"{self.entity_type.stream_prefix}:{entity_id}"
         async with self.mailbox(entity_id):
@@ -224,6 +240,12 @@ class Host(Generic[E]):
                 self.unreadable[entity_id] = exc.reason
                 return
             self.entities[entity_id] = fresh
+        self.after_reload(fresh)
+
+    def after_reload(self, entity: E) -> None:
+        """A logical actor was rebuilt from PostgreSQL, which may hold what its memory did
+        not (an entry refused in doubt that committed): subclasses re-establish what lives
+        outside the journal (the agent host re-arms its positions)."""
 
     async def quarantine(self, entity: E, error: str) -> None:
         """Take a logical actor that keeps failing out of service (subclasses decide how)."""
@@ -331,3 +353,29 @@ class Host(Generic[E]):
         await self.store.close()
         self.log.info("host_stopped", snapshots=taken)
         return {"snapshots": taken}
+
+
+async def rebase_forked(
+    store: Store,
+    entity_type: type[Entity],
+    stream_id: str,
+    events: list[Event],
+    log: Any,
+) -> tuple[Entity | None, Commit | None]:
+    """Read ``stream_id`` from PostgreSQL and apply ``events`` (forked from it) after it:
+    ``(entity, commit)``; ``(entity as PostgreSQL holds it, None)`` when they do not apply;
+    ``(None, None)`` when the stream cannot be read. Raises when PostgreSQL cannot be
+    reached (nothing is decided then)."""
+    entity_id = stream_id.split(":", 1)[1]
+    recovered = (await store.load_streams([stream_id]))[stream_id]
+    kinds = [e.type for e in events]
+    try:
+        entity, commit = entity_type.rebased(entity_id, recovered, events)
+    except Exception as exc:
+        log.error("alert_fork_not_rebased", stream=stream_id, events=kinds, error=repr(exc))
+        try:
+            return entity_type.recover(entity_id, recovered), None
+        except UnreadableStream:
+            return None, None
+    log.warning("journal_fork_rebased", stream=stream_id, events=kinds, seq=entity.seq)
+    return entity, commit

@@ -195,6 +195,21 @@ class Entity(ABC):
         return entity
 
     @classmethod
+    def rebased(
+        cls, entity_id: str, recovered: Recovered, events: list[Event]
+    ) -> tuple[Self, Commit]:
+        """The stream as PostgreSQL holds it with ``events`` — written for another version
+        of it (a journal fork) — applied after it: the entity and the commit that writes
+        them with the next seqs and their rows recomputed. Raises if the stream cannot be
+        read or an event does not apply to it (nothing is changed then)."""
+        entity = cls.recover(entity_id, recovered)
+        commit = Commit()
+        upgraded = [cls._upgraded(entity.stream_id, e) for e in events]
+        staged = entity.stage(commit, [(e.type, e.data) for e in upgraded])
+        entity.apply_committed(staged)
+        return entity, commit
+
+    @classmethod
     def _upgraded(cls, stream_id: str, event: Event) -> Event:
         if event.version > cls.schema_version:
             raise UnreadableStream(

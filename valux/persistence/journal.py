@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +90,12 @@ class Commit:
         return bool(self.events or self.rows or self.snapshots)
 
 
+ForkHandler = Callable[[str, list[Event]], Awaitable[Commit | None]]
+"""``on_fork(stream_id, events)``: the commit that writes ``events`` (a stream's buffered
+events that met another version of the stream in PostgreSQL) after what PostgreSQL holds,
+or None when they cannot be applied there."""
+
+
 @dataclass(slots=True)
 class _Pending:
     commit: Commit
@@ -140,9 +146,14 @@ class Journal:
     entity then finds its stream ahead of it and reloads.
 
     **A fork** — a buffered commit whose ``(stream_id, seq)`` exists with *other* content
-    (an entry refused as in doubt did commit after all) — is never written: it and the rest
-    of that stream's buffer are dropped, an alert is logged, and ``on_fork`` is told the
-    stream, so its host reloads that entity from what PostgreSQL holds.
+    (an entry refused as in doubt did commit after all) — is never written as it stands.
+    Its events, and those of the rest of that stream's buffer, are decisions already acted
+    on (the sale went to the venue), so they are not dropped: ``on_fork(stream_id, events)``
+    rebases them onto what PostgreSQL holds (the host folds the stream, applies the events
+    after it and answers the commit that writes them with the next seqs), and that commit
+    takes their place at the head of the buffer, and of the spool, in one step. Only events
+    that do not apply to the stream as PostgreSQL holds it are dropped (``on_fork`` answers
+    None), with an alert; the custody audit then reports what they did.
     """
 
     def __init__(
@@ -158,7 +169,7 @@ class Journal:
         self._pool = pool
         self._spool = spool
         self._commit_timeout_s = commit_timeout_s
-        self.on_fork: Callable[[str], None] | None = None
+        self.on_fork: ForkHandler | None = None
         self.forks = 0
         self._max_deferred = max_deferred
         self._write_timeout_s = write_timeout_s
@@ -269,7 +280,15 @@ class Journal:
                     delay = min(delay * 2, 5.0)
                     continue
                 if not same:  # another version of this stream is in PostgreSQL
-                    self._fork(commit)
+                    try:
+                        await self._fork(commit)
+                    except Exception as exc:  # cannot rebase yet (the database went again)
+                        self.last_error = f"{type(exc).__name__}: {exc}"
+                        get_logger("valux.journal").warning(
+                            "journal_fork_rebase_retry", error=self.last_error
+                        )
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 5.0)
                     continue
             except Exception as exc:  # down, or anything else: never drop, retry with backoff
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -310,19 +329,29 @@ class Journal:
             found.get((e.stream_id, e.seq)) == (e.type, encode(e.data)) for e in commit.events
         )
 
-    def _fork(self, commit: Commit) -> None:
-        """Drop ``commit`` and the rest of its streams' buffer; tell the host to reload."""
-        streams = {e.stream_id for e in commit.events}
-        self._deferred = [
-            c for c in self._deferred if not streams & {e.stream_id for e in c.events}
-        ]
+    async def _fork(self, commit: Commit) -> None:
+        """Replace ``commit`` and the rest of its streams' buffer by their rebase (see the
+        class docstring); raises, changing nothing, when the rebase cannot be made now."""
+        streams = sorted({e.stream_id for e in commit.events})
+        forked = [c for c in self._deferred if {e.stream_id for e in c.events} & set(streams)]
+        replacements: list[Commit] = []
+        dropped: list[str] = []
+        for stream_id in streams:
+            events = [e for c in forked for e in c.events if e.stream_id == stream_id]
+            rebased = await self.on_fork(stream_id, events) if self.on_fork is not None else None
+            if rebased:
+                replacements.append(rebased)
+            else:
+                dropped.append(stream_id)
+        gone = {id(c) for c in forked}  # the buffer may have grown while the host rebased
+        self._deferred = replacements + [c for c in self._deferred if id(c) not in gone]
         if self._spool is not None:
             self._spool.rewrite(self._deferred)
         self.forks += 1
-        get_logger("valux.journal").error("alert_journal_fork", streams=sorted(streams))
-        if self.on_fork is not None:
-            for stream_id in sorted(streams):
-                self.on_fork(stream_id)
+        log = get_logger("valux.journal")
+        log.error("alert_journal_fork", streams=streams, rebased=len(replacements))
+        if dropped:
+            log.error("alert_journal_fork_dropped", streams=dropped)
 
     async def close(self) -> None:
         """Flush what is pending and stop the flusher."""

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from valux.config.settings import Settings
-from valux.persistence.journal import Commit, Journal, Recovered, load_streams
+from valux.persistence.journal import Commit, ForkHandler, Journal, Recovered, load_streams
 from valux.persistence.spool import Spool
 
 KeysOf = Callable[..., Iterable[tuple[Any, ...]]]
@@ -70,8 +70,9 @@ class Store(Protocol):
         """Flush what is pending and release the connections."""
         ...
 
-    def on_fork(self, handler: Callable[[str], None]) -> None:
-        """Call ``handler(stream_id)`` when a buffered commit turns out to fork its stream."""
+    def on_fork(self, handler: ForkHandler) -> None:
+        """Ask ``handler(stream_id, events)`` for the rebase of buffered events that turned
+        out to fork their stream (see :class:`~valux.persistence.journal.Journal`)."""
         ...
 
 
@@ -110,7 +111,7 @@ class PgStore:
     async def write_restored(self) -> int:
         return await self.journal.write_restored()
 
-    def on_fork(self, handler: Callable[[str], None]) -> None:
+    def on_fork(self, handler: ForkHandler) -> None:
         self.journal.on_fork = handler
 
     @property
