@@ -158,6 +158,7 @@ class Run:
     tokens: tuple[str, ...] = ()
     unlocks: int = 0  # jupiter: wallets unlocked again after a restart of their host
     price_moves: int = 0
+    alerts: Counter[str] = field(default_factory=Counter)  # what the processes logged
 
 
 def _env(
@@ -532,6 +533,20 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _logged_alerts(data_dir: Path) -> Counter[str]:
+    """The alerts in this Ray session's worker logs (the actors' structured logs) and in
+    the API processes' output."""
+    node = ray._private.worker._global_node  # no public API names the session directory
+    session = (
+        Path(node.get_session_dir_path())
+        if node is not None
+        else Path(tempfile.gettempdir()) / "ray" / "session_latest"
+    )
+    logs = session / "logs"
+    files = [*logs.glob("worker-*.err"), *logs.glob("old/worker-*.err")]
+    return checks.logged_alerts([*files, *data_dir.glob("api-*.log")])
+
+
 def _print_table(run: Run, faults: Faults, result: dict[str, int], fills: dict[str, int],
                  minutes: float) -> None:  # fmt: skip
     times = [t for _, t in run.recoveries]
@@ -588,6 +603,10 @@ def _print_table(run: Run, faults: Faults, result: dict[str, int], fills: dict[s
             f"{run.halt_latency_ms} ({run.halt_hosts[0]} / {run.halt_hosts[1]})",
         ),
         *((check, str(result[check])) for check in checks.CHECKS),
+        (
+            "alerts logged (not checks: valux reporting what it saw)",
+            ", ".join(f"{k}: {v}" for k, v in sorted(run.alerts.items())) or "none",
+        ),
     ]
     per_kind: dict[str, list[float]] = defaultdict(list)
     for kind, t in run.recoveries:
@@ -748,6 +767,7 @@ async def chaos(
                     " GROUP BY 1, 2 ORDER BY 1, 2"
                 )
             }
+        run.alerts = await asyncio.to_thread(_logged_alerts, data_dir)
         _print_table(run, faults, result, fills, minutes)
         for kind in run.unrecovered:
             where = f" (its output: {data_dir}/api-*.log)" if kind == "api" else ""

@@ -25,9 +25,12 @@ true by construction). Each returns the evidence of every violation, one line ea
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -308,3 +311,22 @@ def _nonzero(balances: dict[str, Decimal]) -> dict[str, Decimal]:
 
 def _show(balances: dict[str, Decimal]) -> str:
     return "{" + ", ".join(f"{a} {v}" for a, v in sorted(balances.items())) + "}"
+
+
+_LOGGED = re.compile(r'"event": "((?:alert_|journal_fork_)[a-z_]+)"')
+
+
+def logged_alerts(paths: Iterable[Path]) -> Counter[str]:
+    """How often each alert (``alert_*``) and journal fork event the processes logged:
+    evidence printed with the run's table, not a check (valux raising an alert is it
+    working). Unreadable files are skipped."""
+    counts: Counter[str] = Counter()
+    for path in paths:
+        try:
+            with path.open(errors="replace") as lines:
+                for line in lines:
+                    if "alert_" in line or "journal_fork_" in line:
+                        counts.update(_LOGGED.findall(line))
+        except OSError:
+            continue
+    return counts

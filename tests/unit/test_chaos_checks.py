@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+from bench import chaos_checks as checks
 from bench.chaos_checks import (
     Quiet,
     Snapshot,
@@ -91,3 +93,16 @@ def test_an_acknowledged_buy_that_vanished_is_lost() -> None:
 def test_an_open_position_no_evaluator_holds_is_unarmed() -> None:
     [evidence] = check_armed(_snapshot(armed=set()))
     assert "p1" in evidence and "not armed" in evidence
+
+
+def test_logged_alerts_counts_alert_and_fork_events_of_every_file(tmp_path: Path) -> None:
+    worker = tmp_path / "worker-1.err"
+    worker.write_text(
+        '{"event": "alert_custody_mismatch", "slot": 0}\n'
+        '{"event": "journal_fork_rebased", "stream": "agent:a"}\n'
+        '{"event": "order_refused"}\nnot json at all\n'
+    )
+    api = tmp_path / "api-1.log"
+    api.write_text('{"event": "alert_custody_mismatch"}\n')
+    counts = checks.logged_alerts([worker, api, tmp_path / "missing.err"])
+    assert counts == {"alert_custody_mismatch": 2, "journal_fork_rebased": 1}
