@@ -157,6 +157,7 @@ class Run:
     quiet_after_s: float = 0.0
     tokens: tuple[str, ...] = ()
     unlocks: int = 0  # jupiter: wallets unlocked again after a restart of their host
+    unlock_failures: int = 0
     price_moves: int = 0
     alerts: Counter[str] = field(default_factory=Counter)  # what the processes logged
 
@@ -575,8 +576,8 @@ def _print_table(run: Run, faults: Faults, result: dict[str, int], fills: dict[s
         *(
             [
                 (
-                    "wallets unlocked again after restarts / pool price moves",
-                    f"{run.unlocks} / {run.price_moves}",
+                    "wallets unlocked again after restarts (attempts refused) / price moves",
+                    f"{run.unlocks} ({run.unlock_failures}) / {run.price_moves}",
                 )
             ]
             if faults.venue == "jupiter"
@@ -759,6 +760,7 @@ async def chaos(
                 operator_stop.set()
                 await asyncio.gather(*side_tasks, return_exceptions=True)
                 run.unlocks = operator.total
+                run.unlock_failures = operator.failed_unlocks
                 run.price_moves = mover.moves
             fills = {
                 f"{r['side']} {r['reason']}": r["n"]

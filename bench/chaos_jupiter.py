@@ -144,28 +144,43 @@ async def _unlock(session: aiohttp.ClientSession, api_url: str, wallet_id: str) 
 
 
 class Operator:
-    """Unlocks every live wallet a restart left locked, as its owner would."""
+    """Unlocks every live wallet a restart left locked, as its owner would, until stopped
+    (after the checks). The list answers for every wallet at once; while it fails (one
+    host restarting), each wallet it listed before is asked on its own."""
 
     def __init__(self, session: aiohttp.ClientSession, api_url: str) -> None:
         self.session, self.api_url = session, api_url
         self.unlocks: Counter[str] = Counter()
+        self.failed_unlocks = 0
+        self.known: set[str] = set()
 
     async def loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(1.0)
-            try:
-                async with self.session.get(
-                    self.api_url + "/api/v1/wallets", timeout=aiohttp.ClientTimeout(total=10)
-                ) as resp:
-                    if resp.status != 200:
-                        continue
-                    wallets = await resp.json()
-            except (aiohttp.ClientError, TimeoutError):
-                continue
-            for wallet in wallets:
-                if wallet.get("locked") and await _unlock(self.session, self.api_url,
-                                                          wallet["id"]):  # fmt: skip
+            for wallet in await self._wallets():
+                if not wallet.get("locked"):
+                    continue
+                if await _unlock(self.session, self.api_url, wallet["id"]):
                     self.unlocks[wallet["id"]] += 1
+                else:
+                    self.failed_unlocks += 1
+
+    async def _wallets(self) -> list[dict[str, Any]]:
+        listed = await self._get("/api/v1/wallets")
+        if isinstance(listed, list):
+            self.known.update(w["id"] for w in listed)
+            return listed
+        each = [await self._get(f"/api/v1/wallets/{i}") for i in sorted(self.known)]
+        return [w for w in each if isinstance(w, dict)]
+
+    async def _get(self, path: str) -> Any:
+        try:
+            async with self.session.get(
+                self.api_url + path, timeout=aiohttp.ClientTimeout(total=10)
+            ) as resp:
+                return await resp.json() if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
 
     @property
     def total(self) -> int:
