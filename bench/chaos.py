@@ -336,8 +336,7 @@ class Killer:
 
     async def kill(self, kind: str) -> None:
         run = self.run
-        if run.recovering:
-            run.overlapping_kills += 1
+        overlapping = bool(run.recovering)  # counted only if this kill happens
         began = time.monotonic()
         if kind == "api":
             if "api" in run.recovering:
@@ -358,6 +357,7 @@ class Killer:
                 return
             watch = self._watch_actor(kind, name, pid, began)
         run.kills[kind] += 1
+        run.overlapping_kills += overlapping
         task = asyncio.get_running_loop().create_task(watch)
         self.watchers.add(task)
         task.add_done_callback(self.watchers.discard)
