@@ -21,7 +21,14 @@ from typing import Any, TypeVar
 import asyncpg
 
 from valux.persistence.codec import decode, encode
-from valux.persistence.journal import Commit, Event, ForkHandler, JournalUnavailable, Recovered
+from valux.persistence.journal import (
+    Commit,
+    Event,
+    ForkHandler,
+    JournalUnavailable,
+    Recovered,
+    rebase_fork,
+)
 from valux.persistence.store import Query
 
 T = TypeVar("T")
@@ -136,23 +143,15 @@ class MemoryStore:
     async def up(self) -> None:
         """End the outage: write what was buffered, in order. A commit that meets another
         version of its stream (``in_doubt``) is handed, with the rest of its stream's
-        buffer, to the fork handler, whose rebase takes its place — as the journal does."""
+        buffer, to the fork handler, whose rebase takes its place (the journal's own
+        :func:`~valux.persistence.journal.rebase_fork`)."""
         self.down = False
         while self._deferred:
             commit = self._deferred[0]
             try:
                 self._write(commit)
             except asyncpg.UniqueViolationError:
-                streams = {e.stream_id for e in commit.events}
-                forked = [c for c in self._deferred if streams & {e.stream_id for e in c.events}]
-                rebased: list[Commit] = []
-                for stream_id in sorted(streams):
-                    events = [e for c in forked for e in c.events if e.stream_id == stream_id]
-                    if self.fork_handler is not None:
-                        replacement = await self.fork_handler(stream_id, events)
-                        rebased.extend([replacement] if replacement else [])
-                gone = {id(c) for c in forked}
-                self._deferred = rebased + [c for c in self._deferred if id(c) not in gone]
+                await rebase_fork(self._deferred, commit, self.fork_handler)
                 self.forks += 1
                 continue
             self._deferred.pop(0)

@@ -22,6 +22,9 @@ async def _sale_behind_an_entry_in_doubt(system: System) -> str:
     [bought] = await system.signal("s1")
     assert bought["status"] == "bought"
     position_id: str = bought["position_id"]
+    system.price("TK3", 1.0)
+    [kept] = await system.signal("s0", token="TK3", size="0.5")
+    assert kept["status"] == "bought"
     system.price("TK2", 1.0)
     system.store.down = True
     system.store.in_doubt = True
@@ -44,6 +47,8 @@ async def test_an_exit_behind_an_entry_that_committed_in_doubt_survives_the_fork
     assert position_id not in live.positions and "s2" in {
         b["signal_id"] for b in live.pending_buys.values()
     }  # the memory is now PostgreSQL's stream with the exit after it
+    [kept] = live.positions
+    assert kept in system.agents.reconciler.unarmed["a1"]  # armed again by the next round
 
     restarted = await system.restart_agents()  # PostgreSQL alone
     agent = restarted.entities["a1"]

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from tests.unit.fakes import FakePool
-from valux.persistence.journal import Commit, Event, ForkHandler, Journal, JournalUnavailable
+from valux.persistence.journal import (
+    Collect,
+    Commit,
+    Event,
+    ForkHandler,
+    Journal,
+    JournalUnavailable,
+)
 from valux.persistence.spool import Spool
 
 
@@ -107,12 +114,22 @@ async def test_a_commit_whose_answer_was_lost_is_not_written_twice() -> None:
 def _rebase_onto(pool: FakePool, calls: list[tuple[str, list[str]]]) -> ForkHandler:
     """A host's rebase: the forked events renumbered after the stream's last seq."""
 
-    async def rebase(stream_id: str, events: list[Event]) -> Commit | None:
+    async def rebase(stream_id: str, collect: Collect) -> Commit | None:
+        events = collect()
         calls.append((stream_id, [e.type for e in events]))
         top = max(q for (s, q) in pool.journal if s == stream_id)
         return Commit(events=[replace(e, seq=top + i) for i, e in enumerate(events, 1)])
 
     return rebase
+
+
+async def _exit_behind_an_entry_in_doubt(pool: FakePool, journal: Journal, etype: str) -> None:
+    """An exit buffered at seq 5 of stream ``a`` during an outage, whose seq an entry
+    refused as in doubt took after all; then the database answers again."""
+    pool.refuse = True
+    await journal.commit(_commit("a", 5, etype), deferrable=True)
+    pool.journal[("a", 5)] = ("entry", b"\x80")
+    pool.refuse = False
 
 
 async def test_a_fork_is_rebased_in_place_of_its_stream_buffer(tmp_path: Path) -> None:
@@ -148,17 +165,14 @@ async def test_a_fork_rebase_is_in_the_spool_before_the_forked_commits_leave_it(
     rebase = _rebase_onto(pool, calls)
     reached = asyncio.Event()
 
-    async def rebase_then_die(stream_id: str, events: list[Event]) -> Commit | None:
-        commit = await rebase(stream_id, events)
+    async def rebase_then_die(stream_id: str, collect: Collect) -> Commit | None:
+        commit = await rebase(stream_id, collect)
         pool.refuse = True  # the replacement cannot be written: it stays buffered
         reached.set()
         return commit
 
     journal.on_fork = rebase_then_die
-    pool.refuse = True
-    await journal.commit(_commit("a", 5, "exit"), deferrable=True)
-    pool.journal[("a", 5)] = ("entry", b"\x80")
-    pool.refuse = False
+    await _exit_behind_an_entry_in_doubt(pool, journal, "exit")
     await asyncio.wait_for(reached.wait(), 3)
     await asyncio.sleep(0.05)
     assert journal._drainer is not None
@@ -178,25 +192,53 @@ async def test_a_fork_that_cannot_be_rebased_yet_is_asked_again_and_kept() -> No
     rebase = _rebase_onto(pool, calls)
     failures = [ConnectionRefusedError("down again (fake)")]
 
-    async def flaky(stream_id: str, events: list[Event]) -> Commit | None:
+    async def flaky(stream_id: str, collect: Collect) -> Commit | None:
         if failures:
+            collect()  # taken, then the handler fails: nothing may be lost
             raise failures.pop()
-        return await rebase(stream_id, events)
+        return await rebase(stream_id, collect)
 
     journal.on_fork = flaky
-    pool.refuse = True
-    await journal.commit(_commit("a", 5, "exit"), deferrable=True)
-    pool.journal[("a", 5)] = ("entry", b"\x80")
-    pool.refuse = False
+    await _exit_behind_an_entry_in_doubt(pool, journal, "exit")
     await _drained(journal)
     assert calls == [("a", ["exit"])] and pool.journal[("a", 6)][0] == "exit"
+
+
+async def test_what_the_mailbox_holder_buffers_during_a_fork_is_rebased_with_it() -> None:
+    """The host takes the entity's mailbox before it collects: a commit its holder adds
+    meanwhile (the close after the sale's venue call) is part of the one rebase, not left
+    behind with a stale seq."""
+    pool = FakePool()
+    journal = Journal(pool)  # type: ignore[arg-type]
+    calls: list[tuple[str, list[str]]] = []
+    rebase = _rebase_onto(pool, calls)
+    mailbox = asyncio.Lock()
+    await mailbox.acquire()  # a handler of the entity is running
+
+    async def host(stream_id: str, collect: Collect) -> Commit | None:
+        async with mailbox:
+            return await rebase(stream_id, collect)
+
+    journal.on_fork = host
+    await _exit_behind_an_entry_in_doubt(pool, journal, "exit_intended")
+    journal._start_drainer()
+    await asyncio.sleep(0.1)  # the drainer met the fork and waits for the mailbox
+    await journal.commit(_commit("a", 6, "position_closed"), deferrable=True)
+    mailbox.release()
+    await _drained(journal)
+    assert calls == [("a", ["exit_intended", "position_closed"])] and journal.forks == 1
+    assert [pool.journal[("a", q)][0] for q in (5, 6, 7)] == [
+        "entry",
+        "exit_intended",
+        "position_closed",
+    ]
 
 
 async def test_events_that_do_not_apply_after_the_fork_are_dropped_and_reported() -> None:
     pool = FakePool()
     journal = Journal(pool)  # type: ignore[arg-type]
 
-    async def unappliable(stream_id: str, events: list[Event]) -> Commit | None:
+    async def unappliable(stream_id: str, collect: Collect) -> Commit | None:
         return None
 
     journal.on_fork = unappliable

@@ -28,7 +28,7 @@ from valux.hosting.host import Host, rebase_forked
 from valux.hosting.naming import shard_of
 from valux.hosting.peers import Peers
 from valux.observability.metrics import OPEN_POSITIONS, UNPROTECTED_LOCKED
-from valux.persistence.journal import Commit, Event
+from valux.persistence.journal import Collect, Commit
 from valux.persistence.store import Query, Store
 from valux.risk.states import TradingState
 from valux.rules.config import load_agent_config, merge_config_patch
@@ -126,14 +126,15 @@ class AgentHost(Host[Agent]):
         self.peers.host_locally("wallet", self.slot, self.wallet_host)
         self._wallets_started = True
 
-    async def _stream_forked(self, stream_id: str, events: list[Event]) -> Commit | None:
+    async def _stream_forked(self, stream_id: str, collect: Collect) -> Commit | None:
         """The journal is shared: a wallet stream's fork is the wallet host's to rebase (or,
         found in the spool before the wallets started, rebased for their recovery)."""
         if not stream_id.startswith(f"{Wallet.stream_prefix}:"):
-            return await super()._stream_forked(stream_id, events)
+            return await super()._stream_forked(stream_id, collect)
         if self._wallets_started:
-            return await self.wallet_host._stream_forked(stream_id, events)
-        _, commit = await rebase_forked(self.store, Wallet, stream_id, events, self.log)
+            return await self.wallet_host._stream_forked(stream_id, collect)
+        recovered = (await self.store.load_streams([stream_id]))[stream_id]
+        _, commit = rebase_forked(Wallet, stream_id, recovered, collect(), self.log)
         return commit
 
     def after_reload(self, entity: Agent) -> None:

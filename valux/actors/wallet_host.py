@@ -285,7 +285,7 @@ class WalletHost(Host[Wallet]):
         for wallet_id, held in items:
             async with self.mailbox(wallet_id):
                 wallet = self._get(wallet_id)
-                if wallet.pending:
+                if wallet.pending or self.store.deferred:  # (buffered meanwhile)
                     out.append({"status": "busy", "evidence": []})
                     continue
                 if wallet.seq != seen.get(wallet_id):  # it moved since the batch read: re-read

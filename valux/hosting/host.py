@@ -40,7 +40,7 @@ from valux.observability.logging import configure_logging
 from valux.observability.metrics import ACTOR_RESTARTS, collect_families
 from valux.observability.publisher import RedisPublisher
 from valux.persistence.entity import Entity, UnreadableStream
-from valux.persistence.journal import Commit, Event
+from valux.persistence.journal import Collect, Commit, Event, Recovered
 from valux.persistence.starts import record_start
 from valux.persistence.store import PgStore, Store
 
@@ -201,20 +201,26 @@ class Host(Generic[E]):
             if len(window) > self.settings.supervision.restart_intensity:
                 await self.quarantine(fresh, error)
                 return True
-        self.after_reload(fresh)
+        if not self.store.deferred:  # else PostgreSQL may lack closes still buffered
+            self.after_reload(fresh)
         return False
 
-    async def _stream_forked(self, stream_id: str, events: list[Event]) -> Commit | None:
-        """The journal found ``events`` of this stream forked from PostgreSQL (an entry
+    async def _stream_forked(self, stream_id: str, collect: Collect) -> Commit | None:
+        """The journal found this stream's buffered events forked from PostgreSQL (an entry
         refused as in doubt did commit): rebase them onto the stream as PostgreSQL holds it
         and make the hosted entity that (see :class:`~valux.persistence.journal.Journal`);
         the commit that writes them, or None when they do not apply (then the entity is
         reloaded from PostgreSQL alone, with an alert). Raises when PostgreSQL cannot be
-        read: the journal asks again."""
+        read: the journal asks again.
+
+        The stream is read before the mailbox is taken (nothing writes it while its events
+        wait in the buffer); the events are collected under the mailbox, so what its holder
+        buffers meanwhile is rebased too."""
         entity_id = stream_id.split(":", 1)[1]
+        recovered = (await self.store.load_streams([stream_id]))[stream_id]
         async with self.mailbox(entity_id):
-            fresh, commit = await rebase_forked(
-                self.store, self.entity_type, stream_id, events, self.log
+            fresh, commit = rebase_forked(
+                self.entity_type, stream_id, recovered, collect(), self.log
             )
             if entity_id not in self.entities:  # not started yet: recovery reads the result
                 return commit
@@ -240,7 +246,8 @@ class Host(Generic[E]):
                 self.unreadable[entity_id] = exc.reason
                 return
             self.entities[entity_id] = fresh
-        self.after_reload(fresh)
+        if not self.store.deferred:  # else PostgreSQL may lack closes still buffered
+            self.after_reload(fresh)
 
     def after_reload(self, entity: E) -> None:
         """A logical actor was rebuilt from PostgreSQL, which may hold what its memory did
@@ -355,19 +362,17 @@ class Host(Generic[E]):
         return {"snapshots": taken}
 
 
-async def rebase_forked(
-    store: Store,
+def rebase_forked(
     entity_type: type[Entity],
     stream_id: str,
+    recovered: Recovered,
     events: list[Event],
     log: Any,
 ) -> tuple[Entity | None, Commit | None]:
-    """Read ``stream_id`` from PostgreSQL and apply ``events`` (forked from it) after it:
-    ``(entity, commit)``; ``(entity as PostgreSQL holds it, None)`` when they do not apply;
-    ``(None, None)`` when the stream cannot be read. Raises when PostgreSQL cannot be
-    reached (nothing is decided then)."""
+    """``events`` (forked from ``stream_id``) applied after the stream as PostgreSQL holds it
+    (``recovered``): ``(entity, commit)``; ``(entity as PostgreSQL holds it, None)`` when
+    they do not apply; ``(None, None)`` when the stream cannot be read."""
     entity_id = stream_id.split(":", 1)[1]
-    recovered = (await store.load_streams([stream_id]))[stream_id]
     kinds = [e.type for e in events]
     try:
         entity, commit = entity_type.rebased(entity_id, recovered, events)

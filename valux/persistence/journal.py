@@ -90,10 +90,48 @@ class Commit:
         return bool(self.events or self.rows or self.snapshots)
 
 
-ForkHandler = Callable[[str, list[Event]], Awaitable[Commit | None]]
-"""``on_fork(stream_id, events)``: the commit that writes ``events`` (a stream's buffered
-events that met another version of the stream in PostgreSQL) after what PostgreSQL holds,
-or None when they cannot be applied there."""
+Collect = Callable[[], list[Event]]
+ForkHandler = Callable[[str, Collect], Awaitable[Commit | None]]
+"""``on_fork(stream_id, collect)``: the commit that writes the stream's buffered events —
+which met another version of the stream in PostgreSQL — after what PostgreSQL holds, or
+None when they cannot be applied there. The handler calls ``collect()`` once it holds the
+entity (its mailbox): it answers every event of the stream buffered *then*, so a commit
+that its current holder adds meanwhile is part of the rebase, not left behind it."""
+
+
+async def rebase_fork(buffer: list[Commit], commit: Commit, on_fork: ForkHandler | None) -> int:
+    """Replace, in ``buffer`` (in place), every commit of ``commit``'s streams that the
+    handler collected by the rebase it answers, at the head; returns how many streams' events
+    were dropped (the handler answered None). Raises, changing nothing, when the handler
+    does. The buffer may grow while the handler runs: commits are removed by identity."""
+    taken: list[Commit] = []
+
+    def collector(stream_id: str) -> Collect:
+        def collect() -> list[Event]:
+            mine = [
+                c
+                for c in buffer
+                if any(e.stream_id == stream_id for e in c.events)
+                and not any(c is t for t in taken)
+            ]
+            taken.extend(mine)
+            return [e for c in mine for e in c.events if e.stream_id == stream_id]
+
+        return collect
+
+    replacements: list[Commit] = []
+    dropped = 0
+    for stream_id in sorted({e.stream_id for e in commit.events}):
+        collect = collector(stream_id)
+        rebased = await on_fork(stream_id, collect) if on_fork is not None else None
+        if rebased:
+            replacements.append(rebased)
+        else:
+            collect()  # whatever the handler did not take is dropped with the stream
+            dropped += 1
+    gone = {id(c) for c in taken}
+    buffer[:] = replacements + [c for c in buffer if id(c) not in gone]
+    return dropped
 
 
 @dataclass(slots=True)
@@ -148,7 +186,7 @@ class Journal:
     **A fork** — a buffered commit whose ``(stream_id, seq)`` exists with *other* content
     (an entry refused as in doubt did commit after all) — is never written as it stands.
     Its events, and those of the rest of that stream's buffer, are decisions already acted
-    on (the sale went to the venue), so they are not dropped: ``on_fork(stream_id, events)``
+    on (the sale went to the venue), so they are not dropped: ``on_fork(stream_id, collect)``
     rebases them onto what PostgreSQL holds (the host folds the stream, applies the events
     after it and answers the commit that writes them with the next seqs), and that commit
     takes their place at the head of the buffer, and of the spool, in one step. Only events
@@ -284,7 +322,7 @@ class Journal:
                         await self._fork(commit)
                     except Exception as exc:  # cannot rebase yet (the database went again)
                         self.last_error = f"{type(exc).__name__}: {exc}"
-                        get_logger("valux.journal").warning(
+                        get_logger("valux.journal").error(
                             "journal_fork_rebase_retry", error=self.last_error
                         )
                         await asyncio.sleep(delay)
@@ -331,27 +369,16 @@ class Journal:
 
     async def _fork(self, commit: Commit) -> None:
         """Replace ``commit`` and the rest of its streams' buffer by their rebase (see the
-        class docstring); raises, changing nothing, when the rebase cannot be made now."""
+        class docstring and :func:`rebase_fork`)."""
         streams = sorted({e.stream_id for e in commit.events})
-        forked = [c for c in self._deferred if {e.stream_id for e in c.events} & set(streams)]
-        replacements: list[Commit] = []
-        dropped: list[str] = []
-        for stream_id in streams:
-            events = [e for c in forked for e in c.events if e.stream_id == stream_id]
-            rebased = await self.on_fork(stream_id, events) if self.on_fork is not None else None
-            if rebased:
-                replacements.append(rebased)
-            else:
-                dropped.append(stream_id)
-        gone = {id(c) for c in forked}  # the buffer may have grown while the host rebased
-        self._deferred = replacements + [c for c in self._deferred if id(c) not in gone]
+        dropped = await rebase_fork(self._deferred, commit, self.on_fork)
         if self._spool is not None:
             self._spool.rewrite(self._deferred)
         self.forks += 1
         log = get_logger("valux.journal")
-        log.error("alert_journal_fork", streams=streams, rebased=len(replacements))
+        log.error("alert_journal_fork", streams=streams, rebased=len(streams) - dropped)
         if dropped:
-            log.error("alert_journal_fork_dropped", streams=dropped)
+            log.error("alert_journal_fork_dropped", streams=streams)
 
     async def close(self) -> None:
         """Flush what is pending and stop the flusher."""
