@@ -12,6 +12,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 from tests.unit.harness import TOKEN, System, small_system, until
+from valux.hosting.host import StaleEntity
+from valux.persistence.journal import Commit, Event
+from valux.trading.agent import Agent
 from valux.trading.reconciliation import held_tokens
 
 
@@ -71,3 +74,27 @@ async def test_positions_the_memory_never_knew_are_armed_after_a_reload() -> Non
     agent = system.agents.entities["a1"]
     system.agents.after_reload(agent)
     await until(lambda: position_id in system.evaluator.armed)
+
+
+async def test_a_stream_ahead_of_memory_reloads_the_agent_without_quarantining_it() -> None:
+    """An entry refused in doubt that committed puts the stream one event ahead: every
+    handler queued in the mailbox meanwhile fails with ``StaleEntity``. That is the memory
+    being behind, not the agent failing — the chaos run at dba4b64 quarantined an agent for
+    six such exits in 100 ms. It is reloaded, not counted; its next exit closes the
+    position."""
+    system = await small_system()
+    await system.add_agent("a1")
+    [bought] = await system.signal("s1")
+    agent = system.agents.entities["a1"]
+    in_doubt = Event(agent.stream_id, agent.seq + 1, "signal_handled",
+                     {"signal_id": "s-doubt", "outcome": {"status": "ineligible"}},
+                     Agent.schema_version)  # fmt: skip
+    system.store._write(Commit(events=[in_doubt]))
+    stale = StaleEntity(f"a1: journal has seq {in_doubt.seq} already")
+    for _ in range(system.settings.supervision.restart_intensity + 1):
+        assert await system.agents.entity_failed("a1", stale) is False
+    fresh = system.agents.entities["a1"]
+    assert fresh.status == "active" and fresh.seq == in_doubt.seq
+    system.price(TOKEN, 0.8)
+    closed = await system.exit("a1", bought["position_id"], 0.8)
+    assert closed["status"] == "closed", closed

@@ -176,8 +176,13 @@ class Host(Generic[E]):
 
         Siblings and the host process are untouched. Past ``supervision.restart_intensity``
         failures within ``restart_period_s`` the actor is quarantined (:meth:`quarantine`).
-        Returns True when it was quarantined now.
+        Returns True when it was quarantined now. A :class:`StaleEntity` is not a failure
+        of the actor (its memory fell behind its stream: an entry refused in doubt that
+        committed): the actor is reloaded and nothing is counted.
         """
+        if isinstance(exc, StaleEntity):
+            await self.reload(entity_id)
+            return False
         now = time.monotonic()
         window = self._failures.setdefault(entity_id, deque())
         window.append(now)
