@@ -89,6 +89,7 @@ class WalletHost(Host[Wallet]):
         inner: bool = False,
     ) -> None:
         self._resolver: asyncio.Task[None] | None = None
+        self._stopping = False
         self._chain_checked: dict[str, float] = {}  # wallet id -> monotonic time
         await super().__init__(
             slot, settings, database_url, redis_url, store=store, peers=peers, inner=inner
@@ -612,6 +613,7 @@ class WalletHost(Host[Wallet]):
         await self._settle(wallet, status)
 
     async def stop_background(self) -> None:
+        self._stopping = True  # see Reconciler.stop: a swallowed cancellation ends it too
         resolver, self._resolver = self._resolver, None
         if resolver is not None:
             resolver.cancel()
@@ -622,6 +624,8 @@ class WalletHost(Host[Wallet]):
 
     def _ensure_resolver(self) -> None:
         """The resolver is permanent: started after recovery, restarted if it ever ended."""
+        if self._stopping:
+            return
         if self._resolver is None or self._resolver.done():
             if self._resolver is not None and not self._resolver.cancelled():
                 error = self._resolver.exception()
@@ -633,7 +637,7 @@ class WalletHost(Host[Wallet]):
 
         One intent's trouble never ends the loop: each resolution is tried on its own,
         its error logged, and the round goes on."""
-        while True:
+        while not self._stopping:
             await asyncio.sleep(_RESOLVE_INTERVAL_S)
             try:
                 await self.resolve_pending()

@@ -80,6 +80,7 @@ class Reconciler:
         self.rounds = 0
         self.last_round_at = 0.0
         self.restarts = 0
+        self._stopping = False  # a cancellation a library turns into an error ends it too
 
     # -- lifecycle -----
 
@@ -90,7 +91,7 @@ class Reconciler:
 
     def ensure(self) -> None:
         """Keep the permanent loop running (restarted, with an alert, if it ever ended)."""
-        if self._task is not None and not self._task.done():
+        if self._stopping or (self._task is not None and not self._task.done()):
             return
         if self._task is not None:
             self.restarts += 1
@@ -99,7 +100,11 @@ class Reconciler:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
-        """End the loop (an in-process system closing; a live host never calls it)."""
+        """End the loop (an in-process system closing; a live host never calls it). The
+        loop also checks a flag: a client library that turns the cancellation of a call in
+        flight into an error of its own (which a round isolates per agent) cannot keep
+        it running."""
+        self._stopping = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -107,7 +112,7 @@ class Reconciler:
                 await task
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.host.settings.reconcile.interval_s)
             try:
                 await self.run_round()
@@ -124,6 +129,8 @@ class Reconciler:
         resolved = 0
         live: set[str] = set()
         for agent_id in list(self.host.entities):
+            if self._stopping:
+                break
             try:
                 async with self.host.mailbox(agent_id):
                     agent = self.host.entities.get(agent_id)
