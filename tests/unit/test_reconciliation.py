@@ -206,3 +206,23 @@ async def test_the_wallet_resolver_survives_a_failing_intent() -> None:
     await system.wallets.resolve_pending()
     assert not any(w.pending for w in system.wallets.entities.values())
     assert system.wallets._resolver is not None and not system.wallets._resolver.done()
+
+
+async def test_stop_ends_the_loop_even_when_a_call_swallows_its_cancellation() -> None:
+    """Some clients turn the cancellation of a call in flight into an error of their own,
+    which a round isolates per agent: the loop must still end (it hung the suite)."""
+    system = await small_system(**FAST)
+    await system.add_agent("a1")
+    entered = asyncio.Event()
+
+    async def audit_that_swallows(wallet_id: str, held: object) -> dict[str, object]:
+        entered.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise RuntimeError("read error (a client's own)") from None
+        return {"status": "ok", "evidence": []}
+
+    system.agents.wallets.audit = audit_that_swallows  # type: ignore[method-assign]
+    await asyncio.wait_for(entered.wait(), 3)
+    await asyncio.wait_for(system.agents.reconciler.stop(), 3)
