@@ -192,22 +192,16 @@ class Host(Generic[E]):
         self.last_errors[entity_id] = error
         self.log.error("logical_actor_failed", entity=entity_id, error=error, recent=len(window))
         ACTOR_RESTARTS.labels(f"{self.kind}-logical").inc()
-        stream = f"{self.entity_type.stream_prefix}:{entity_id}"
         async with self.mailbox(entity_id):
-            streams = await self.store.load_streams([stream])
-            try:
-                fresh: E = self.entity_type.recover(entity_id, streams[stream])  # type: ignore[assignment]
-            except UnreadableStream as unreadable:
-                self.entities.pop(entity_id, None)
-                self.unreadable[entity_id] = unreadable.reason
-                self.log.error("alert_unreadable_stream", entity=entity_id, error=unreadable.reason)
+            fresh = await self._rebuild(entity_id)
+            if fresh is None:
+                reason = self.unreadable[entity_id]
+                self.log.error("alert_unreadable_stream", entity=entity_id, error=reason)
                 return True
-            self.entities[entity_id] = fresh
             if len(window) > self.settings.supervision.restart_intensity:
                 await self.quarantine(fresh, error)
                 return True
-        if not self.store.deferred:  # else PostgreSQL may lack closes still buffered
-            self.after_reload(fresh)
+        self._rebuilt(fresh)
         return False
 
     async def _stream_forked(self, stream_id: str, collect: Collect) -> Commit | None:
@@ -241,17 +235,29 @@ class Host(Generic[E]):
         """Rebuild one logical actor from its journal (its memory fell behind the stream);
         not a failure of the actor, so no restart is counted."""
         self.log.error("alert_entity_reloaded", entity=entity_id)
-        stream = f"{self.entity_type.stream_prefix}:{entity_id}"
         async with self.mailbox(entity_id):
-            streams = await self.store.load_streams([stream])
-            try:
-                fresh: E = self.entity_type.recover(entity_id, streams[stream])  # type: ignore[assignment]
-            except UnreadableStream as exc:
-                self.entities.pop(entity_id, None)
-                self.unreadable[entity_id] = exc.reason
-                return
-            self.entities[entity_id] = fresh
-        if not self.store.deferred:  # else PostgreSQL may lack closes still buffered
+            fresh = await self._rebuild(entity_id)
+        if fresh is not None:
+            self._rebuilt(fresh)
+
+    async def _rebuild(self, entity_id: str) -> E | None:
+        """Replace the logical actor's memory by its journal (caller holds the mailbox);
+        None, the actor taken out and the reason kept, when its stream cannot be read."""
+        stream = f"{self.entity_type.stream_prefix}:{entity_id}"
+        streams = await self.store.load_streams([stream])
+        try:
+            fresh: E = self.entity_type.recover(entity_id, streams[stream])  # type: ignore[assignment]
+        except UnreadableStream as exc:
+            self.entities.pop(entity_id, None)
+            self.unreadable[entity_id] = exc.reason
+            return None
+        self.entities[entity_id] = fresh
+        return fresh
+
+    def _rebuilt(self, fresh: E) -> None:
+        """After a rebuild from PostgreSQL alone: :meth:`after_reload`, unless the journal
+        still buffers commits (PostgreSQL may then lack closes the memory had)."""
+        if not self.store.deferred:
             self.after_reload(fresh)
 
     def after_reload(self, entity: E) -> None:

@@ -104,17 +104,16 @@ async def rebase_fork(buffer: list[Commit], commit: Commit, on_fork: ForkHandler
     handler collected by the rebase it answers, at the head; returns how many streams' events
     were dropped (the handler answered None). Raises, changing nothing, when the handler
     does. The buffer may grow while the handler runs: commits are removed by identity."""
-    taken: list[Commit] = []
+    taken: set[int] = set()  # ids of the commits collected
 
     def collector(stream_id: str) -> Collect:
         def collect() -> list[Event]:
             mine = [
                 c
                 for c in buffer
-                if any(e.stream_id == stream_id for e in c.events)
-                and not any(c is t for t in taken)
+                if id(c) not in taken and any(e.stream_id == stream_id for e in c.events)
             ]
-            taken.extend(mine)
+            taken.update(id(c) for c in mine)
             return [e for c in mine for e in c.events if e.stream_id == stream_id]
 
         return collect
@@ -129,8 +128,7 @@ async def rebase_fork(buffer: list[Commit], commit: Commit, on_fork: ForkHandler
         else:
             collect()  # whatever the handler did not take is dropped with the stream
             dropped += 1
-    gone = {id(c) for c in taken}
-    buffer[:] = replacements + [c for c in buffer if id(c) not in gone]
+    buffer[:] = replacements + [c for c in buffer if id(c) not in taken]
     return dropped
 
 
