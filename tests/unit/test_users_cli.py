@@ -1,45 +1,34 @@
 """``valux user create EMAIL [--admin]``: the password from stdin, the settings of ``valux``.
 
 Runs the real command in a subprocess against a scratch database on the PostgreSQL of
-``DATABASE_URL`` (else a local server that answers; skipped without one: the embedded
-server is exercised by the integration tests). No Ray, no Redis.
+``DATABASE_URL``, else a local server that answers, else an embedded one
+(:mod:`tests.unit.pg_support`). No Ray, no Redis.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 from argon2 import PasswordHasher
 
+from tests.unit.pg_support import postgres_for_tests
 from valux.ops.scratch_db import scratch_database
 
-SERVER = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 
-
-def _answers(url: str) -> bool:
-    async def probe() -> None:
-        await (await asyncpg.connect(url, timeout=2)).close()
-
-    try:
-        asyncio.run(probe())
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _answers(SERVER), reason=f"no PostgreSQL at {SERVER}")
+@pytest.fixture(scope="module")
+def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from postgres_for_tests(tmp_path_factory)
 
 
 @pytest.fixture
-async def database_url() -> AsyncIterator[str]:
-    async with scratch_database(SERVER, "valux_cli") as url:
+async def database_url(admin_url: str) -> AsyncIterator[str]:
+    async with scratch_database(admin_url, "valux_cli") as url:
         yield url
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -24,6 +23,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.unit.pg_support import postgres_for_tests
 from valux.api.models import SignalIn
 from valux.api.security import AuthConfig
 from valux.api.testing import api_client
@@ -41,32 +41,10 @@ from valux.system.backend import RayBackend
 NOW = datetime.now(UTC)
 
 
-def _answers(url: str) -> bool:
-    async def probe() -> None:
-        conn = await asyncpg.connect(url, timeout=2)
-        await conn.close()
-
-    try:
-        asyncio.run(probe())
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A PostgreSQL server to make scratch databases on."""
-    url = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
-    if _answers(url):
-        yield url
-        return
-    from valux.ops.embedded import EmbeddedPostgres
-
-    server = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    yield from postgres_for_tests(tmp_path_factory)
 
 
 @pytest.fixture
