@@ -192,8 +192,10 @@ async def test_a_host_that_dies_after_sending_resolves_the_swap_by_its_hash(
     await system.restart_agents()
     await anvil.set_automine(True)
     await anvil.mine(1)
+    # the current wallet each time: the dead incarnation's last send may still journal,
+    # and the restarted host then reloads the wallet (a new object) from its stream
+    await until(lambda: intent_id in system.wallets.entities["w-evm"].finished, 20)
     wallet = system.wallets.entities["w-evm"]
-    await until(lambda: intent_id in wallet.finished, 20)
     assert wallet.finished[intent_id]["state"] == "filled"
     assert wallet.balance(arb) == await anvil.balance(account.address, arb)
     # approve WETH, swap LINK, swap ARB: one swap for the intent, nothing signed again

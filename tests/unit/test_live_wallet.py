@@ -236,9 +236,10 @@ async def test_a_host_that_dies_after_sending_resolves_the_swap_by_its_signature
     chain.ledger.landing_delay_slots = 0
 
     await system.restart_agents()
-    wallet = system.wallets.entities["w-live"]
     assert system.wallets.vault.status("w-live").state.value == "locked"
-    await until(lambda: intent_id in wallet.finished, 15)
+    # the current wallet each time: a reload from its stream replaces the object
+    await until(lambda: intent_id in system.wallets.entities["w-live"].finished, 15)
+    wallet = system.wallets.entities["w-live"]
     assert wallet.finished[intent_id]["state"] == "filled"
     sol, tokens = await chain_balances(chain, str(keypair.pubkey()))
     assert tokens == {bonk: int(wallet.balance(bonk).scaleb(5))}  # one swap, booked once
