@@ -130,13 +130,16 @@ async def test_silent_feed_exit_policy_sells_at_the_last_price(
         silent, alive = f"SIL{uuid.uuid4().hex[:5]}", f"ALV{uuid.uuid4().hex[:5]}"
         _, silent_position = await _buy(api, silent)
         _, alive_position = await _buy(api, alive)
-        for _ in range(8):  # keep one token ticking for 4 s, the other not at all
+
+        async def silent_position_while_alive_ticks() -> dict[str, Any]:
+            # The alive token keeps ticking every half second for as long as the test waits
+            # (a fixed number of ticks let it fall silent too on a slow machine).
             await api.ticks([(alive, 1.0)])
             await asyncio.sleep(0.5)
+            return await api.get(f"/api/v1/positions/{silent_position}")
+
         closed = await wait_for(
-            lambda: api.get(f"/api/v1/positions/{silent_position}"),
-            lambda p: p["status"] == "closed",
-            15,
+            silent_position_while_alive_ticks, lambda p: p["status"] == "closed", 20
         )
         assert closed["exit_reason"] == "feed_silent"
         assert (await api.get(f"/api/v1/positions/{alive_position}"))["status"] == "open"

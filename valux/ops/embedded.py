@@ -83,6 +83,8 @@ __all__ = [
 DATABASE_NAME: Final = "valux"
 _PG_USER: Final = "postgres"
 _PG_SYSTEM_USER_WHEN_ROOT: Final = "pgserver"  # pgserver's choice when run as root
+# How long start() waits for an adopted postmaster that refuses connections to die.
+_DYING_POSTMASTER_WAIT_S: Final = 10.0
 
 
 def _pretty(path: Path) -> str:
@@ -150,9 +152,10 @@ class EmbeddedPostgres:
                 self._ensure_database(socket_dir, port)
                 break
             except Unavailable:
-                # The server died between adoption and use (a crash just now):
-                # once it is reaped, start it again — once.
-                if attempt == 2 or self._running(pid):
+                # The server died between adoption and use (a crash just now; a
+                # process killed a moment ago may still look alive for a while on a
+                # loaded machine): once it is gone, start it again — once.
+                if attempt == 2 or not self._await_gone(pid, _DYING_POSTMASTER_WAIT_S):
                     raise
         host = quote(socket_dir, safe="/")
         self._url = f"postgresql://{_PG_USER}@/{DATABASE_NAME}?host={host}&port={port}"
@@ -230,6 +233,15 @@ class EmbeddedPostgres:
                     "died but has not been reaped by PID 1; try again shortly"
                 )
             time.sleep(0.1)
+
+    def _await_gone(self, pid: int, timeout_s: float) -> bool:
+        """Whether the postmaster ``pid`` is gone (dead or a zombie) within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self._running(pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     def running(self) -> bool:
         """Whether a postmaster serves this data directory now (from any process)."""
