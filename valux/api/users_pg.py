@@ -10,11 +10,9 @@ of two concurrent refreshes wins. PostgreSQL being unreachable surfaces as
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import asyncpg
 
@@ -31,26 +29,12 @@ from valux.auth.api_keys import ApiKeyRecord, Scope
 from valux.auth.audit import AuditEvent, write_audit
 from valux.auth.passwords import LoginThrottle
 from valux.auth.tokens import RefreshTokenRecord, Role
-from valux.errors import ConfigurationError, Conflict, Unavailable
-from valux.persistence.journal import DATABASE_DOWN
+from valux.errors import ConfigurationError, Conflict
+from valux.persistence.guard import db_guard
 
 __all__ = ["PgUserStore"]
 
 _ADMIN_LOCK = 0x56414C5558_01  # "VALUX" + 1: creating the first admin
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _db(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    @functools.wraps(method)
-    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await method(*args, **kwargs)
-        except DATABASE_DOWN as exc:
-            raise Unavailable(f"database unreachable ({type(exc).__name__}: {exc})") from None
-
-    return guarded
 
 
 def _user(row: asyncpg.Record) -> User:
@@ -108,12 +92,12 @@ class PgUserStore:
         self.pool = pool
 
     # -- users -------------------------------------------------------------------------
-    @_db
+    @db_guard
     async def get_user(self, user_id: str) -> User | None:
         row = await self.pool.fetchrow(f"SELECT {_USER} FROM users WHERE id = $1", user_id)
         return None if row is None else _user(row)
 
-    @_db
+    @db_guard
     async def bootstrap_admin(self, email: str, secret_hash: str) -> User | None:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _ADMIN_LOCK)
@@ -162,7 +146,7 @@ class PgUserStore:
             secret_hash,
         )
 
-    @_db
+    @db_guard
     async def create_user(
         self,
         *,
@@ -190,7 +174,7 @@ class PgUserStore:
             what = "e-mail" if email is not None and wallet is None else "e-mail or wallet"
             raise Conflict(f"a user with this {what} already exists") from None
 
-    @_db
+    @db_guard
     async def identities(self, user_id: str) -> list[Identity]:
         rows = await self.pool.fetch(
             "SELECT kind, subject, user_id, created_at, last_login_at FROM user_identities"
@@ -202,7 +186,7 @@ class PgUserStore:
             for r in rows
         ]
 
-    @_db
+    @db_guard
     async def password_login(self, email: str) -> PasswordLogin | None:
         row = await self.pool.fetchrow(
             "SELECT u.id, u.email, u.role, u.created_at, i.secret_hash, i.failures,"
@@ -219,7 +203,7 @@ class PgUserStore:
         )
         return PasswordLogin(_user(row), row["secret_hash"], throttle)
 
-    @_db
+    @db_guard
     async def save_login_attempt(
         self,
         email: str,
@@ -241,7 +225,7 @@ class PgUserStore:
             new_hash,
         )
 
-    @_db
+    @db_guard
     async def set_password(self, user_id: str, secret_hash: str) -> None:
         await self.pool.execute(
             "UPDATE user_identities SET secret_hash = $2, failures = 0, first_failure_at = NULL,"
@@ -250,7 +234,7 @@ class PgUserStore:
             secret_hash,
         )
 
-    @_db
+    @db_guard
     async def wallet_user(self, kind: IdentityKind, subject: str) -> User | None:
         row = await self.pool.fetchrow(
             "SELECT u.id, u.email, u.role, u.created_at FROM user_identities i"
@@ -260,7 +244,7 @@ class PgUserStore:
         )
         return None if row is None else _user(row)
 
-    @_db
+    @db_guard
     async def link_wallet(
         self, user_id: str, kind: IdentityKind, subject: str, *, at: datetime
     ) -> bool:
@@ -281,7 +265,7 @@ class PgUserStore:
             raise Conflict("this wallet is already linked to another user")
         return False
 
-    @_db
+    @db_guard
     async def touch_identity(self, kind: IdentityKind, subject: str, at: datetime) -> None:
         await self.pool.execute(
             "UPDATE user_identities SET last_login_at = $3 WHERE kind = $1 AND subject = $2",
@@ -296,7 +280,7 @@ class PgUserStore:
         " expires_at) VALUES ($1, $2, $3, $4, $5, $6)"
     )
 
-    @_db
+    @db_guard
     async def add_refresh_token(self, record: RefreshTokenRecord) -> None:
         await self.pool.execute(
             self._INSERT_REFRESH,
@@ -308,14 +292,14 @@ class PgUserStore:
             record.expires_at,
         )
 
-    @_db
+    @db_guard
     async def refresh_token(self, token_hash: str) -> RefreshTokenRecord | None:
         row = await self.pool.fetchrow(
             "SELECT * FROM refresh_tokens WHERE token_hash = $1", token_hash
         )
         return None if row is None else _refresh(row)
 
-    @_db
+    @db_guard
     async def rotate_refresh_token(self, used: RefreshTokenRecord, new: RefreshTokenRecord) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
             won = await conn.fetchval(
@@ -337,7 +321,7 @@ class PgUserStore:
             )
             return True
 
-    @_db
+    @db_guard
     async def revoke_refresh_family(self, family_id: str, at: datetime) -> int:
         result = await self.pool.execute(
             "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
@@ -346,7 +330,7 @@ class PgUserStore:
         )
         return int(result.split()[-1])
 
-    @_db
+    @db_guard
     async def revoke_user_refresh_tokens(self, user_id: str, at: datetime) -> int:
         result = await self.pool.execute(
             "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
@@ -356,7 +340,7 @@ class PgUserStore:
         return int(result.split()[-1])
 
     # -- API keys ----------------------------------------------------------------------
-    @_db
+    @db_guard
     async def add_api_key(self, user_id: str, name: str, record: ApiKeyRecord) -> ApiKeyRow:
         row = await self.pool.fetchrow(
             f"INSERT INTO api_keys (prefix, key_hash, user_id, name, scopes)"
@@ -369,7 +353,7 @@ class PgUserStore:
         )
         return _key(row)
 
-    @_db
+    @db_guard
     async def api_key(self, prefix: str) -> tuple[ApiKeyRow, User] | None:
         row = await self.pool.fetchrow(
             "SELECT k.prefix, k.key_hash, k.user_id, k.name, k.scopes, k.created_at,"
@@ -382,7 +366,7 @@ class PgUserStore:
         user = User(row["id"], row["email"], Role(row["role"]), row["user_created_at"])
         return _key(row), user
 
-    @_db
+    @db_guard
     async def list_api_keys(self, user_id: str) -> list[ApiKeyRow]:
         rows = await self.pool.fetch(
             f"SELECT {_KEY} FROM api_keys WHERE user_id = $1 ORDER BY created_at, prefix",
@@ -390,7 +374,7 @@ class PgUserStore:
         )
         return [_key(r) for r in rows]
 
-    @_db
+    @db_guard
     async def revoke_api_key(self, user_id: str, prefix: str, at: datetime) -> ApiKeyRow | None:
         row = await self.pool.fetchrow(
             f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, $3)"
@@ -402,7 +386,7 @@ class PgUserStore:
         return None if row is None else _key(row)
 
     # -- webhooks ----------------------------------------------------------------------
-    @_db
+    @db_guard
     async def add_webhook(
         self, user_id: str, webhook_id: str, name: str, sealed_secret: bytes
     ) -> WebhookRow:
@@ -416,19 +400,19 @@ class PgUserStore:
         )
         return _hook(row)
 
-    @_db
+    @db_guard
     async def webhook(self, webhook_id: str) -> WebhookRow | None:
         row = await self.pool.fetchrow(f"SELECT {_HOOK} FROM webhooks WHERE id = $1", webhook_id)
         return None if row is None else _hook(row)
 
-    @_db
+    @db_guard
     async def list_webhooks(self, user_id: str) -> list[WebhookRow]:
         rows = await self.pool.fetch(
             f"SELECT {_HOOK} FROM webhooks WHERE user_id = $1 ORDER BY created_at, id", user_id
         )
         return [_hook(r) for r in rows]
 
-    @_db
+    @db_guard
     async def revoke_webhook(
         self, user_id: str, webhook_id: str, at: datetime
     ) -> WebhookRow | None:
@@ -442,7 +426,7 @@ class PgUserStore:
         return None if row is None else _hook(row)
 
     # -- audit -------------------------------------------------------------------------
-    @_db
+    @db_guard
     async def audit(
         self,
         event: AuditEvent,
@@ -456,7 +440,7 @@ class PgUserStore:
             self.pool, event, user_id=user_id, actor_id=actor_id, ip=ip, detail=detail
         )
 
-    @_db
+    @db_guard
     async def audit_log(
         self, *, limit: int, offset: int, event: str | None, user_id: str | None
     ) -> list[dict[str, Any]]:

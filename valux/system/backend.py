@@ -17,15 +17,14 @@ pool.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, cast
 
 import asyncpg
 import structlog
@@ -45,7 +44,7 @@ from valux.hosting.handles import (
 )
 from valux.hosting.naming import ROOT, feed_name, supervisor_name
 from valux.hosting.peers import PEER_ERRORS
-from valux.persistence.journal import DATABASE_DOWN
+from valux.persistence.guard import db_guard
 from valux.rules.config import load_agent_config
 from valux.schema.messages import Signal, TokenMetricsIn
 from valux.system.live_wallets import LiveWallets
@@ -96,22 +95,6 @@ _OWNED = (
     " WHERE o.agent_id = {agent} AND o.owner_id = {owner}))"
 )
 """The row's agent is the owner's (no owner: every row), as a SQL condition."""
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def db_guard(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """PostgreSQL unreachable → 503 ``Unavailable`` saying so, instead of a 500."""
-
-    @functools.wraps(method)
-    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await method(*args, **kwargs)
-        except DATABASE_DOWN as exc:
-            raise Unavailable(f"database unreachable ({type(exc).__name__}: {exc})") from None
-
-    return guarded
 
 
 class RayBackend:

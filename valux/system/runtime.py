@@ -10,6 +10,7 @@ started its own local Ray — stop the actor tree after final snapshots.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,29 +46,40 @@ def _quiet(_: str) -> None:
 _DATABASE_WAIT_S = 120.0  # how long start-up waits for an unreachable PostgreSQL
 
 
-async def prepare_database(settings: Settings, say: Say = _quiet) -> tuple[str, asyncpg.Pool]:
-    """Resolve PostgreSQL, apply pending migrations, return (url, pool)."""
+async def prepare_database(
+    settings: Settings, say: Say = _quiet, *, command_timeout_s: float | None = None
+) -> tuple[str, asyncpg.Pool]:
+    """Resolve PostgreSQL, apply pending migrations, return (url, pool).
+
+    ``command_timeout_s`` bounds every query of the pool, and the opening of its
+    connections (the API's: a hung database answers 503 instead of holding requests);
+    the migrations run on a connection of their own without that bound (one may rewrite
+    a large table)."""
     url, description = await asyncio.to_thread(resolve_database_url, settings)
     say(f"database: {description}")
     deadline = time.monotonic() + _DATABASE_WAIT_S
     while True:  # a database that is briefly unreachable (restarting, a network blip)
         try:
-            pool: asyncpg.Pool = await asyncpg.create_pool(
-                url,
-                min_size=settings.database.pool_min_size,
-                max_size=settings.database.pool_max_size,
-                timeout=settings.database.connect_timeout_s,
-            )
+            conn = await asyncpg.connect(url, timeout=settings.database.connect_timeout_s)
             break
         except DATABASE_DOWN as exc:
             if time.monotonic() > deadline:
                 raise
             say(f"PostgreSQL unreachable ({type(exc).__name__}: {exc}); retrying")
             await asyncio.sleep(1.0)
-    async with pool.acquire() as conn:
+    try:
         applied = await apply_migrations(conn)
+    finally:
+        await conn.close()
     if applied:
         say(f"migrations applied: {', '.join(applied)}")
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        url,
+        min_size=settings.database.pool_min_size,
+        max_size=settings.database.pool_max_size,
+        timeout=min(settings.database.connect_timeout_s, command_timeout_s or math.inf),
+        command_timeout=command_timeout_s,
+    )
     return url, pool
 
 
@@ -145,7 +157,9 @@ class Runtime:
         configure_logging(s.logging.level, s.logging.format, process="api")
         # Fail in a second, not after Ray and the actors have started.
         ensure_port_free(s.api.host, s.api.port, who="the valux HTTP API", setting="api.port")
-        self.database_url, self.pool = await prepare_database(s, self.say)
+        self.database_url, self.pool = await prepare_database(
+            s, self.say, command_timeout_s=s.database.api_command_timeout_s
+        )
         self.redis_url, redis_description = await asyncio.to_thread(resolve_redis_url, s)
         self.say(f"redis: {redis_description}")
         # a local Ray instance's workers inherit these (no secret travels through Ray)

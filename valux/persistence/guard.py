@@ -1,0 +1,35 @@
+"""PostgreSQL out of reach, said as such: the API's stores answer 503, never a 500."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+from valux.errors import Unavailable
+from valux.persistence.journal import DATABASE_DOWN
+
+__all__ = ["database_unreachable", "db_guard"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def database_unreachable(exc: BaseException) -> str:
+    """The message for a PostgreSQL that refused, dropped or did not answer a query."""
+    if isinstance(exc, TimeoutError):  # a pool's command timeout: the database hangs
+        return "database unreachable (no answer in time)"
+    return f"database unreachable ({type(exc).__name__}: {exc})"
+
+
+def db_guard(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """PostgreSQL unreachable (:data:`DATABASE_DOWN`) → :class:`Unavailable` saying so."""
+
+    @functools.wraps(method)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except DATABASE_DOWN as exc:
+            raise Unavailable(database_unreachable(exc)) from None
+
+    return guarded
