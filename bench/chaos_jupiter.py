@@ -145,8 +145,9 @@ async def _unlock(session: aiohttp.ClientSession, api_url: str, wallet_id: str) 
 
 class Operator:
     """Unlocks every live wallet a restart left locked, as its owner would, until stopped
-    (after the checks). The list answers for every wallet at once; while it fails (one
-    host restarting), each wallet it listed before is asked on its own."""
+    (after the checks). A wallet whose host is restarting is listed without its key state
+    (``unavailable``) and asked again on the next round; while the list fails (the API
+    restarting), each wallet it listed before is asked on its own."""
 
     def __init__(self, session: aiohttp.ClientSession, api_url: str) -> None:
         self.session, self.api_url = session, api_url

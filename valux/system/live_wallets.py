@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+from ray.exceptions import RayTaskError
 
 from valux.api.users import SYSTEM_OWNER
 from valux.custody.keys import (
@@ -42,6 +43,7 @@ from valux.custody.keys import (
 from valux.custody.live import LIVE_VENUES
 from valux.errors import Conflict, FieldError, InvalidRequest, NotFound
 from valux.hosting.handles import agent_host_handle
+from valux.hosting.peers import PEER_ERRORS
 
 if TYPE_CHECKING:
     from valux.system.backend import RayBackend
@@ -151,23 +153,25 @@ class LiveWallets:
             )
 
     async def list(self, owner: str | None) -> list[dict[str, Any]]:
+        """Every live wallet of ``owner``, its host's view of each. The hosts are asked at
+        once; a wallet whose host is restarting is listed from PostgreSQL with
+        ``unavailable`` saying so, instead of failing the whole list."""
         rows = await self.pool.fetch(
-            "SELECT w.id, w.host_slot FROM wallets w"
+            "SELECT w.id, w.host_slot, w.agent_id, w.venue, w.chain, w.address FROM wallets w"
             " LEFT JOIN agent_owners o ON o.agent_id = w.agent_id AND w.agent_id <> ''"
             " WHERE w.deleted_at IS NULL AND w.chain <> 'paper'"
             " AND ($1::text IS NULL OR coalesce(w.owner_id, o.owner_id) = $1)"
             " ORDER BY w.created_at, w.id",
             owner,
         )
-        by_slot: dict[int, list[str]] = {}
+        by_slot: dict[int, list[asyncpg.Record]] = {}
         for row in rows:
-            by_slot.setdefault(row["host_slot"], []).append(row["id"])
-        out: list[dict[str, Any]] = []
-        for slot, ids in sorted(by_slot.items()):
-            host = await agent_host_handle(slot, self.backend.ns)
-            views = await host.wallet_call.remote("describe", ids)
-            out.extend(_public(v) for v in views if v is not None)
-        return out
+            by_slot.setdefault(row["host_slot"], []).append(row)
+        described = await asyncio.gather(
+            *(_describe(self.backend.ns, slot, held) for slot, held in by_slot.items())
+        )
+        views = {v["id"]: v for slot_views in described for v in slot_views}
+        return [views[row["id"]] for row in rows if row["id"] in views]
 
     async def get(self, wallet_id: str, owner: str | None) -> dict[str, Any]:
         row = await self._row(wallet_id, owner)
@@ -229,6 +233,34 @@ class LiveWallets:
             )
         await self._call(row, "link_agent", wallet_id, agent_id)
         return row
+
+
+async def _describe(namespace: str, slot: int, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    """The views of ``rows``' wallets from the host of ``slot``, or each marked unavailable."""
+    try:
+        host = await agent_host_handle(slot, namespace)
+        views = await host.wallet_call.remote("describe", [row["id"] for row in rows])
+    except ValueError as exc:  # (a bug in the host would come as RayTaskError: re-raised)
+        if isinstance(exc, RayTaskError):
+            raise
+        return [_unavailable(row, "its host is not running; try again shortly") for row in rows]
+    except PEER_ERRORS as exc:
+        reason = f"its host is restarting ({type(exc).__name__}); try again shortly"
+        return [_unavailable(row, reason) for row in rows]
+    return [_public(v) for v in views if v is not None]
+
+
+def _unavailable(row: asyncpg.Record, reason: str) -> dict[str, Any]:
+    """A wallet as PostgreSQL knows it, for a list whose answer from its host is missing."""
+    return {
+        "id": row["id"],
+        "wallet_id": row["id"],
+        "agent_id": row["agent_id"] or None,
+        "venue": row["venue"],
+        "chain": row["chain"],
+        "address": row["address"],
+        "unavailable": reason,
+    }
 
 
 def _public(view: dict[str, Any]) -> dict[str, Any]:
