@@ -17,6 +17,7 @@ pool.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import time
@@ -478,6 +479,7 @@ class RayBackend:
         async def one(slot: int, ids: list[str]) -> list[dict[str, Any]]:
             deadline = time.monotonic() + self.settings.api.actor_retry_s
             delay = 0.1
+            seen: collections.Counter[str] = collections.Counter()
             while True:
                 try:
                     host = await agent_host_handle(slot, self.ns)
@@ -486,7 +488,10 @@ class RayBackend:
                 except Exception as exc:
                     if not isinstance(exc, _RESTARTING):  # restarting, or not yet named
                         raise
+                    seen[type(exc).__name__] += 1
                     if time.monotonic() + delay > deadline:
+                        log.warning("signal_host_unavailable", signal_id=message.id, slot=slot,
+                                    agents=len(ids), errors=dict(seen), last=repr(exc))  # fmt: skip
                         reason = (
                             f"entry refused: agent host {slot} unavailable ({type(exc).__name__})"
                         )
