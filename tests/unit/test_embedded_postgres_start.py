@@ -1,9 +1,10 @@
-"""EmbeddedPostgres.start() against a postmaster that is still dying when it is adopted.
+"""EmbeddedPostgres.start() against an adopted postmaster that refuses connections.
 
 A SIGKILL is asynchronous: on a loaded machine the killed postmaster can look alive
 (not yet a zombie) for a moment after the kill, so start() adopts it, finds its socket
 refusing connections, and must wait for it to die and start a new server — not give up
-and leave a lock file naming a process that ``pg_ctl stop`` then waits on for 30 s.
+and leave a lock file naming a process that ``pg_ctl stop`` then waits on for 30 s. A
+live one that refuses for a moment (starting, crash recovery) is asked again.
 """
 
 from __future__ import annotations
@@ -74,3 +75,32 @@ def test_start_gives_up_on_a_live_server_that_keeps_refusing(
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_start_asks_again_a_live_server_that_refuses_for_a_moment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live postmaster that refuses at first (starting, or in crash recovery) is asked
+    again until it answers; it is neither given up on nor replaced."""
+    server = _server_with_lock_file(tmp_path, monkeypatch)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    refusals = [Unavailable("the database system is starting up")] * 3
+
+    def ensure_database(_socket_dir: str, _port: int) -> None:
+        if refusals:
+            raise refusals.pop()
+
+    starts: list[int] = []
+
+    def start_server(_pgserver: Any) -> tuple[str, int, int]:
+        starts.append(alive.pid)
+        return str(server.pgdata), 5432, alive.pid
+
+    monkeypatch.setattr(server, "_start_server", start_server)
+    monkeypatch.setattr(server, "_ensure_database", ensure_database)
+    try:
+        assert server.start().endswith("port=5432")
+    finally:
+        alive.kill()
+        alive.wait()
+    assert starts == [alive.pid] and not refusals

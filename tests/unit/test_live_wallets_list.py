@@ -4,6 +4,8 @@ In-process fakes of the pool and the hosts; no Ray, no PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,17 +33,29 @@ class _Pool:
 
 
 class _Host:
-    """A host's ``wallet_call`` handle: answers ``describe`` or raises ``error``."""
+    """A host's ``wallet_call`` handle: answers ``describe`` (``None`` for the wallets in
+    ``unloaded``), raises ``error``, or never answers (``hang``)."""
 
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.error = error
+    def __init__(
+        self,
+        error: BaseException | None = None,
+        *,
+        hang: bool = False,
+        unloaded: tuple[str, ...] = (),
+    ) -> None:
+        self.error, self.hang, self.unloaded = error, hang, unloaded
+        self.asked = asyncio.Event()
         self.wallet_call = SimpleNamespace(remote=self._remote)
 
-    async def _remote(self, method: str, ids: list[str]) -> list[dict[str, Any]]:
+    async def _remote(self, method: str, ids: list[str]) -> list[dict[str, Any] | None]:
         assert method == "describe"
+        self.asked.set()
+        if self.hang:
+            await asyncio.Event().wait()
         if self.error is not None:
             raise self.error
-        return [{"id": i, "wallet_id": i, "key": {"state": "locked"}, "key_record": "x"}
+        return [None if i in self.unloaded else
+                {"id": i, "wallet_id": i, "key": {"state": "locked"}, "key_record": "x"}
                 for i in ids]  # fmt: skip
 
 
@@ -53,7 +67,9 @@ def _wallets(monkeypatch: pytest.MonkeyPatch, hosts: dict[int, _Host | None]) ->
         return host
 
     monkeypatch.setattr(live_wallets, "agent_host_handle", handle)
-    return LiveWallets(SimpleNamespace(pool=_Pool(), ns="test"))  # type: ignore[arg-type]
+    settings = SimpleNamespace(api=SimpleNamespace(actor_retry_s=0.5))
+    backend = SimpleNamespace(pool=_Pool(), ns="test", settings=settings)
+    return LiveWallets(backend)  # type: ignore[arg-type]
 
 
 async def test_a_restarting_host_marks_its_wallets_unavailable(
@@ -83,3 +99,20 @@ async def test_a_bug_in_a_host_is_not_taken_for_a_restart(monkeypatch: pytest.Mo
     wallets = _wallets(monkeypatch, {0: _Host(), 1: _Host(bug), 2: _Host()})
     with pytest.raises(RayTaskError):
         await wallets.list(owner=None)
+
+
+async def test_a_host_that_does_not_answer_holds_the_list_no_longer_than_the_retry_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hosts are asked at once; one that never answers is marked after
+    ``api.actor_retry_s`` (0.5 s here) and the others are listed; a wallet its host has
+    not loaded is marked too, not dropped."""
+    hung = _Host(hang=True)
+    wallets = _wallets(monkeypatch, {0: _Host(unloaded=("w-c",)), 1: hung, 2: _Host()})
+    began = time.monotonic()
+    a, b, c, d = await wallets.list(owner=None)
+    assert time.monotonic() - began < 2
+    assert hung.asked.is_set()
+    assert a["locked"] is True and d["locked"] is True
+    assert b["unavailable"] == "its host did not answer within 0.5s; try again shortly"
+    assert c["unavailable"] == "its host has not loaded it"

@@ -160,11 +160,12 @@ class DatabaseSettings(_Section):
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=4, ge=1)
     connect_timeout_s: PositiveFloat = 10.0
-    api_command_timeout_s: PositiveFloat = 5.0
-    """A query of the API process that PostgreSQL leaves unanswered this long (or a new
-    connection it does not accept this fast) fails, and its request answers 503 (database
-    unreachable) instead of waiting out a hung database (a blackhole) up to the request
-    timeout. Migrations at start are not bounded by it."""
+    api_command_timeout_s: PositiveFloat = 10.0
+    """The API's bound on PostgreSQL: a query it leaves unanswered this long, a new
+    connection it does not accept this fast, a wait this long for a free connection of
+    the pool fail, and the request answers 503 (database unreachable) instead of waiting
+    out a hung database (a blackhole) up to the request timeout. A write that timed out
+    may still have been applied. Migrations at start are not bounded by it."""
 
     @field_validator("url")
     @classmethod

@@ -83,7 +83,8 @@ __all__ = [
 DATABASE_NAME: Final = "valux"
 _PG_USER: Final = "postgres"
 _PG_SYSTEM_USER_WHEN_ROOT: Final = "pgserver"  # pgserver's choice when run as root
-# How long start() waits for an adopted postmaster that refuses connections to die.
+# How long start() asks again an adopted postmaster that refuses connections (one that
+# is starting or in crash recovery, or dying after a kill).
 _DYING_POSTMASTER_WAIT_S: Final = 10.0
 
 
@@ -146,17 +147,26 @@ class EmbeddedPostgres:
         """
         pgserver = _import_pgserver()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        for attempt in (1, 2):
-            socket_dir, port, pid = self._start_server(pgserver)
+        socket_dir, port, pid = self._start_server(pgserver)
+        deadline = time.monotonic() + _DYING_POSTMASTER_WAIT_S
+        restarted = False
+        while True:
             try:
                 self._ensure_database(socket_dir, port)
                 break
             except Unavailable:
-                # The server died between adoption and use (a crash just now; a
-                # process killed a moment ago may still look alive for a while on a
-                # loaded machine): once it is gone, start it again — once.
-                if attempt == 2 or not self._await_gone(pid, _DYING_POSTMASTER_WAIT_S):
+                # An adopted server that refuses: one that died just now (a process
+                # killed a moment ago may still look alive for a while on a loaded
+                # machine) is started again, once; one still alive (starting, or in
+                # crash recovery) is asked again until the deadline.
+                if not self._running(pid) and not restarted:
+                    socket_dir, port, pid = self._start_server(pgserver)
+                    restarted = True
+                    deadline = time.monotonic() + _DYING_POSTMASTER_WAIT_S
+                elif time.monotonic() > deadline:
                     raise
+                else:
+                    time.sleep(0.2)
         host = quote(socket_dir, safe="/")
         self._url = f"postgresql://{_PG_USER}@/{DATABASE_NAME}?host={host}&port={port}"
         return self._url
@@ -233,15 +243,6 @@ class EmbeddedPostgres:
                     "died but has not been reaped by PID 1; try again shortly"
                 )
             time.sleep(0.1)
-
-    def _await_gone(self, pid: int, timeout_s: float) -> bool:
-        """Whether the postmaster ``pid`` is gone (dead or a zombie) within ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        while self._running(pid):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
 
     def running(self) -> bool:
         """Whether a postmaster serves this data directory now (from any process)."""

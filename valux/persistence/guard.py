@@ -6,6 +6,8 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
+from ray.exceptions import RayError
+
 from valux.errors import Unavailable
 from valux.persistence.journal import DATABASE_DOWN
 
@@ -16,9 +18,16 @@ R = TypeVar("R")
 
 
 def database_unreachable(exc: BaseException) -> str:
-    """The message for a PostgreSQL that refused, dropped or did not answer a query."""
-    if isinstance(exc, TimeoutError):  # a pool's command timeout: the database hangs
-        return "database unreachable (no answer in time)"
+    """The message for a PostgreSQL that refused, dropped or did not answer a query.
+
+    A timeout of the pool (:mod:`valux.persistence.bounded_pool`) says so, and that a
+    write may still have been applied; any other error (a Ray timeout included: a guarded
+    method may call actors too) is named by its type."""
+    if isinstance(exc, TimeoutError) and not isinstance(exc, RayError):
+        return (
+            "database unreachable (no answer in time; a write may have been applied: "
+            "read before repeating one that is not idempotent)"
+        )
     return f"database unreachable ({type(exc).__name__}: {exc})"
 
 

@@ -167,8 +167,9 @@ class LiveWallets:
         by_slot: dict[int, list[asyncpg.Record]] = {}
         for row in rows:
             by_slot.setdefault(row["host_slot"], []).append(row)
+        wait_s = self.backend.settings.api.actor_retry_s
         described = await asyncio.gather(
-            *(_describe(self.backend.ns, slot, held) for slot, held in by_slot.items())
+            *(_describe(self.backend.ns, slot, held, wait_s) for slot, held in by_slot.items())
         )
         views = {v["id"]: v for slot_views in described for v in slot_views}
         return [views[row["id"]] for row in rows if row["id"] in views]
@@ -235,19 +236,30 @@ class LiveWallets:
         return row
 
 
-async def _describe(namespace: str, slot: int, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
-    """The views of ``rows``' wallets from the host of ``slot``, or each marked unavailable."""
+async def _describe(
+    namespace: str, slot: int, rows: list[asyncpg.Record], wait_s: float
+) -> list[dict[str, Any]]:
+    """The views of ``rows``' wallets from the host of ``slot``, or each marked
+    unavailable: its host is away or has not answered within ``wait_s``."""
     try:
         host = await agent_host_handle(slot, namespace)
-        views = await host.wallet_call.remote("describe", [row["id"] for row in rows])
+        views = await asyncio.wait_for(
+            host.wallet_call.remote("describe", [row["id"] for row in rows]), wait_s
+        )
     except ValueError as exc:  # (a bug in the host would come as RayTaskError: re-raised)
         if isinstance(exc, RayTaskError):
             raise
         return [_unavailable(row, "its host is not running; try again shortly") for row in rows]
+    except TimeoutError:
+        reason = f"its host did not answer within {wait_s:g}s; try again shortly"
+        return [_unavailable(row, reason) for row in rows]
     except PEER_ERRORS as exc:
         reason = f"its host is restarting ({type(exc).__name__}); try again shortly"
         return [_unavailable(row, reason) for row in rows]
-    return [_public(v) for v in views if v is not None]
+    return [
+        _public(view) if view is not None else _unavailable(row, "its host has not loaded it")
+        for row, view in zip(rows, views, strict=True)
+    ]
 
 
 def _unavailable(row: asyncpg.Record, reason: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ started its own local Ray — stop the actor tree after final snapshots.
 from __future__ import annotations
 
 import asyncio
-import math
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +29,7 @@ from valux.hosting.naming import ROOT
 from valux.observability.logging import configure_logging
 from valux.ops.embedded import resolve_database_url, resolve_redis_url, stop_embedded
 from valux.ops.ports import describe_bind_error, ensure_port_free
+from valux.persistence.bounded_pool import create_bounded_pool
 from valux.persistence.journal import DATABASE_DOWN
 from valux.persistence.migrations import apply_migrations
 from valux.persistence.starts import RECORD_BOOT
@@ -51,36 +52,52 @@ async def prepare_database(
 ) -> tuple[str, asyncpg.Pool]:
     """Resolve PostgreSQL, apply pending migrations, return (url, pool).
 
-    ``command_timeout_s`` bounds every query of the pool, and the opening of its
-    connections (the API's: a hung database answers 503 instead of holding requests);
-    the migrations run on a connection of their own without that bound (one may rewrite
-    a large table)."""
+    With ``command_timeout_s`` (the API's pool) every call of the pool — its query, a new
+    connection, the wait for a free one — is bounded by it, so a hung database answers
+    503 instead of holding requests (:mod:`valux.persistence.bounded_pool`). Migrations
+    run first on a connection of their own, without that bound (one may rewrite a large
+    table). A database unreachable at start is waited for up to two minutes."""
     url, description = await asyncio.to_thread(resolve_database_url, settings)
     say(f"database: {description}")
     deadline = time.monotonic() + _DATABASE_WAIT_S
     while True:  # a database that is briefly unreachable (restarting, a network blip)
         try:
-            conn = await asyncpg.connect(url, timeout=settings.database.connect_timeout_s)
-            break
+            return url, await _migrate_and_open_pool(url, settings, command_timeout_s, say)
         except DATABASE_DOWN as exc:
             if time.monotonic() > deadline:
                 raise
             say(f"PostgreSQL unreachable ({type(exc).__name__}: {exc}); retrying")
             await asyncio.sleep(1.0)
+
+
+async def _migrate_and_open_pool(
+    url: str, settings: Settings, command_timeout_s: float | None, say: Say
+) -> asyncpg.Pool:
+    database = settings.database
+    conn = await asyncpg.connect(url, timeout=database.connect_timeout_s)
     try:
         applied = await apply_migrations(conn)
     finally:
-        await conn.close()
+        with contextlib.suppress(*DATABASE_DOWN):
+            await conn.close(timeout=database.connect_timeout_s)
+        conn.terminate()  # (a no-op once closed; frees the socket if closing failed)
     if applied:
         say(f"migrations applied: {', '.join(applied)}")
-    pool: asyncpg.Pool = await asyncpg.create_pool(
+    if command_timeout_s is None:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            url,
+            min_size=database.pool_min_size,
+            max_size=database.pool_max_size,
+            timeout=database.connect_timeout_s,
+        )
+        return pool
+    return await create_bounded_pool(
         url,
-        min_size=settings.database.pool_min_size,
-        max_size=settings.database.pool_max_size,
-        timeout=min(settings.database.connect_timeout_s, command_timeout_s or math.inf),
-        command_timeout=command_timeout_s,
+        bound_s=command_timeout_s,
+        min_size=database.pool_min_size,
+        max_size=database.pool_max_size,
+        connect_timeout_s=database.connect_timeout_s,
     )
-    return url, pool
 
 
 async def attach_or_start(
