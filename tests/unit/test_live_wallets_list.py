@@ -116,3 +116,12 @@ async def test_a_host_that_does_not_answer_holds_the_list_no_longer_than_the_ret
     assert a["locked"] is True and d["locked"] is True
     assert b["unavailable"] == "its host did not answer within 0.5s; try again shortly"
     assert c["unavailable"] == "its host has not loaded it"
+
+
+async def test_a_timeout_inside_a_host_is_its_bug_not_a_slow_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bug = RayTaskError("describe", "traceback", TimeoutError("inner")).as_instanceof_cause()
+    wallets = _wallets(monkeypatch, {0: _Host(), 1: _Host(bug), 2: _Host()})
+    with pytest.raises(RayTaskError):
+        await wallets.list(owner=None)

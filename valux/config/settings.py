@@ -163,8 +163,9 @@ class DatabaseSettings(_Section):
     api_command_timeout_s: PositiveFloat = 10.0
     """The API's bound on PostgreSQL: a query it leaves unanswered this long, a new
     connection it does not accept this fast, a wait this long for a free connection of
-    the pool fail, and the request answers 503 (database unreachable) instead of waiting
-    out a hung database (a blackhole) up to the request timeout. A write that timed out
+    the pool fail (a call so answers within two to three times this), and the request
+    answers 503 (database unreachable) instead of waiting out a hung database (a
+    blackhole) up to the request timeout. A write that timed out
     may still have been applied. Migrations at start are not bounded by it."""
 
     @field_validator("url")

@@ -159,11 +159,12 @@ class EmbeddedPostgres:
                 # killed a moment ago may still look alive for a while on a loaded
                 # machine) is started again, once; one still alive (starting, or in
                 # crash recovery) is asked again until the deadline.
-                if not self._running(pid) and not restarted:
+                gone = not self._running(pid)
+                if gone and not restarted:
                     socket_dir, port, pid = self._start_server(pgserver)
                     restarted = True
                     deadline = time.monotonic() + _DYING_POSTMASTER_WAIT_S
-                elif time.monotonic() > deadline:
+                elif gone or time.monotonic() > deadline:
                     raise
                 else:
                     time.sleep(0.2)

@@ -4,8 +4,10 @@ asyncpg's ``command_timeout`` bounds each query and the connect timeout each new
 connection, but the wait for a free connection is unbounded: while PostgreSQL hangs,
 every connection is held by a query that is timing out, and the requests queued behind
 them wait in turn, each a multiple of the bound. :class:`BoundedPool` bounds that wait
-too, so every call of the pool either runs or raises ``TimeoutError`` within about twice
-the bound (the wait for a connection, then the query).
+too, so every call of the pool either runs or raises ``TimeoutError`` within two to three
+times the bound (the wait for a connection, the query, and at worst the release of a
+connection whose query timed out). ``acquire(timeout=None)`` means the bound, never
+"wait forever".
 """
 
 from __future__ import annotations

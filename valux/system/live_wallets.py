@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from ray.exceptions import RayTaskError
+from ray.exceptions import RayError, RayTaskError
 
 from valux.api.users import SYSTEM_OWNER
 from valux.custody.keys import (
@@ -241,25 +241,36 @@ async def _describe(
 ) -> list[dict[str, Any]]:
     """The views of ``rows``' wallets from the host of ``slot``, or each marked
     unavailable: its host is away or has not answered within ``wait_s``."""
-    try:
+
+    async def ask() -> list[dict[str, Any] | None]:
         host = await agent_host_handle(slot, namespace)
-        views = await asyncio.wait_for(
-            host.wallet_call.remote("describe", [row["id"] for row in rows]), wait_s
+        views: list[dict[str, Any] | None] = await host.wallet_call.remote(
+            "describe", [row["id"] for row in rows]
         )
+        return views
+
+    try:
+        views = await asyncio.wait_for(ask(), max(wait_s, _MIN_WAIT_S))
+    except PEER_ERRORS as exc:  # (Ray's own GetTimeoutError among them)
+        reason = f"its host is restarting ({type(exc).__name__}); try again shortly"
+        return [_unavailable(row, reason) for row in rows]
     except ValueError as exc:  # (a bug in the host would come as RayTaskError: re-raised)
         if isinstance(exc, RayTaskError):
             raise
         return [_unavailable(row, "its host is not running; try again shortly") for row in rows]
-    except TimeoutError:
-        reason = f"its host did not answer within {wait_s:g}s; try again shortly"
-        return [_unavailable(row, reason) for row in rows]
-    except PEER_ERRORS as exc:
-        reason = f"its host is restarting ({type(exc).__name__}); try again shortly"
+    except TimeoutError as exc:
+        if isinstance(exc, RayError):  # a timeout inside the host: its bug, not our wait
+            raise
+        reason = f"its host did not answer within {max(wait_s, _MIN_WAIT_S):g}s; try again shortly"
         return [_unavailable(row, reason) for row in rows]
     return [
         _public(view) if view is not None else _unavailable(row, "its host has not loaded it")
         for row, view in zip(rows, views, strict=True)
     ]
+
+
+_MIN_WAIT_S = 0.5
+"""The least time a host is given to describe its wallets (``api.actor_retry_s`` may be 0)."""
 
 
 def _unavailable(row: asyncpg.Record, reason: str) -> dict[str, Any]:

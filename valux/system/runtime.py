@@ -78,9 +78,8 @@ async def _migrate_and_open_pool(
     try:
         applied = await apply_migrations(conn)
     finally:
-        with contextlib.suppress(*DATABASE_DOWN):
+        with contextlib.suppress(*DATABASE_DOWN):  # (a close that fails aborts the socket)
             await conn.close(timeout=database.connect_timeout_s)
-        conn.terminate()  # (a no-op once closed; frees the socket if closing failed)
     if applied:
         say(f"migrations applied: {', '.join(applied)}")
     if command_timeout_s is None:
