@@ -5,12 +5,12 @@ scratch databases on it (:mod:`valux.ops.scratch_db`)."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
+
+from tests.unit.local_servers import local_or_embedded
 
 
 def answers(url: str) -> bool:
@@ -29,14 +29,12 @@ def answers(url: str) -> bool:
 
 def postgres_for_tests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Yield a server's admin URL (the body of a module-scoped fixture)."""
-    url = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
-    if answers(url):
-        yield url
-        return
     from valux.ops.embedded import EmbeddedPostgres
 
-    server = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    yield from local_or_embedded(
+        tmp_path_factory,
+        env="DATABASE_URL",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        answers=answers,
+        embedded=EmbeddedPostgres,
+    )

@@ -3,11 +3,11 @@ answers on 6379, else an embedded one started for the module."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+
+from tests.unit.local_servers import local_or_embedded
 
 
 def reachable(url: str) -> bool:
@@ -23,14 +23,12 @@ def reachable(url: str) -> bool:
 
 def redis_for_tests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Yield the URL of a Redis to use (the body of a module-scoped ``redis_url`` fixture)."""
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    if reachable(url):
-        yield url
-        return
     from valux.ops.embedded import EmbeddedRedis
 
-    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis")))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    yield from local_or_embedded(
+        tmp_path_factory,
+        env="REDIS_URL",
+        default="redis://127.0.0.1:6379/0",
+        answers=reachable,
+        embedded=EmbeddedRedis,
+    )

@@ -9,12 +9,10 @@ keys afterwards, so it can share a server with anything else.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from eth_account import Account
@@ -23,6 +21,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from tests.unit.redis_support import redis_for_tests
 from valux.auth import siwe
 from valux.auth.errors import NonceInvalid, RedisUnavailable
 from valux.auth.nonces import NONCE_TTL_S, NonceStore
@@ -31,18 +30,8 @@ from valux.auth.ratelimit import RateLimiter
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """REDIS_URL if set, else an embedded Redis for this module."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    from valux.ops.embedded import EmbeddedRedis
-
-    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis")))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    """The shared test Redis (:func:`tests.unit.redis_support.redis_for_tests`)."""
+    yield from redis_for_tests(tmp_path_factory)
 
 
 def _client(url: str) -> Redis:
